@@ -1,0 +1,168 @@
+"""Everything fitted on the training split only: standardizers, projector, dual-key weights,
+thresholds, and alpha. Evaluation symbols and contexts are never seen here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import Tensor
+
+from fmi.config import RecallConfig
+from fmi.forward import Collected, collect
+from fmi.generate import greedy
+from fmi.keys import Standardizer, pad_queries
+from fmi.memory import FastMemory, KeyEncoder
+from fmi.projectors import train_projector
+from fmi.queries import QuerySet, build_queries, unique_bindings
+from fmi.retrieval import MODES, QueryScores, dual_features, mode_scores, score_queries
+from fmi.write import Written, write
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What evaluation reuses: the key encoder, thresholds, dual weights and alpha."""
+
+    encoder: KeyEncoder
+    thresholds: dict[str, float]
+    dual_weights: Tensor
+    rho: float
+    alpha: float
+    alpha_curve: dict[float, float]  # rho -> training read accuracy with oracle retrieval
+    train_retrieval: dict[str, float]  # mode -> training read retrieval accuracy
+
+    def to_dict(self) -> dict:
+        return {
+            "symbol_site": self.encoder.symbol_site,
+            "token_site": self.encoder.token_site,
+            "thresholds": self.thresholds,
+            "dual_weights": [round(float(w), 6) for w in self.dual_weights],
+            "rho": self.rho,
+            "alpha": self.alpha,
+            "alpha_curve": {str(k): v for k, v in self.alpha_curve.items()},
+            "train_retrieval": self.train_retrieval,
+        }
+
+
+def make_memory(model, written: Written, fitted_encoder: KeyEncoder, *, alpha: float,
+                inject_site: str, thresholds: dict[str, float] | None = None,
+                dual_weights: Tensor | None = None) -> FastMemory:
+    """Assemble a ``FastMemory`` from written keys and values and a fitted encoder."""
+    return FastMemory(
+        model_name=model.name,
+        d_model=int(model.bridge.cfg.d_model),
+        inject_site=inject_site,
+        alpha=alpha,
+        encoder=fitted_encoder,
+        entries=written.entries,
+        values=written.values,
+        symbol_keys=written.symbol_keys,
+        token_keys=written.token_keys,
+        token_owner=written.token_owner,
+        token_role=written.token_role,
+        thresholds=dict(thresholds or {}),
+        dual_weights=dual_weights,
+    )
+
+
+def read_queries(model, queries: QuerySet, encoder_sites: tuple[str, str], batch: int) -> Collected:
+    """One frozen forward over every query prompt, caching the two key sites."""
+    return collect(model.bridge, model.tokenizer, queries.texts, list(dict.fromkeys(encoder_sites)),
+                   batch_size=batch)
+
+
+def _fit_standardizer(acts: list[Tensor], content: list[Tensor]) -> Standardizer:
+    return Standardizer.fit(torch.cat([a[c] for a, c in zip(acts, content, strict=True)]))
+
+
+def _fit_projector(written: Written, got: Collected, qs: QuerySet, std: Standardizer,
+                   site: str, cfg: RecallConfig) -> Tensor:
+    pos = [i for i, e in enumerate(qs.entry) if e >= 0]
+    queries, mask = pad_queries([std(got.acts[site][i][got.content[i]]) for i in pos])
+    targets = torch.tensor([qs.entry[i] for i in pos])
+    return train_projector(std(written.symbol_keys), queries, mask, targets, cfg.projector, cfg.seed)
+
+
+def _fit_dual_weights(scores: QueryScores, qs: QuerySet, seed: int) -> Tensor:
+    feats = dual_features(scores).reshape(-1, 3).numpy()
+    labels = np.zeros(scores.symbol.shape, dtype=int)
+    for q, e in enumerate(qs.entry):
+        if e >= 0:
+            labels[q, e] = 1
+    clf = LogisticRegression(class_weight="balanced", max_iter=1000, random_state=seed)
+    clf.fit(feats, labels.reshape(-1))
+    return torch.tensor([*clf.coef_[0], clf.intercept_[0]], dtype=torch.float32)
+
+
+def threshold_between(pos: np.ndarray, neg: np.ndarray, false_accept: float) -> float:
+    """The lowest threshold that accepts at most ``false_accept`` of ``neg``, moved to the middle
+    of the gap up to the next positive score (so that a margin is kept on both sides)."""
+    if len(neg) == 0:
+        return float(pos.min()) if len(pos) else 0.0
+    floor = float(np.quantile(neg, 1.0 - false_accept, method="higher"))
+    above = pos[pos > floor]
+    return (floor + float(above.min())) / 2 if len(above) else floor + 1e-6
+
+
+def _thresholds(memory: FastMemory, scores: QueryScores, qs: QuerySet,
+                false_accept: float) -> tuple[dict[str, float], dict[str, float]]:
+    entry = torch.tensor(qs.entry)
+    positive = entry >= 0
+    read = torch.tensor([k == "read" for k in qs.kinds])
+    thresholds, retrieval = {}, {}
+    symbols = memory.symbols()
+    for mode in MODES:
+        best, idx = mode_scores(mode, scores, memory, qs.gate).max(dim=1)
+        if mode == "average":
+            right = torch.tensor([e >= 0 and symbols[i] == symbols[e]
+                                  for i, e in zip(idx.tolist(), qs.entry, strict=True)])
+        else:
+            right = idx == entry
+        pos = best[positive & right].numpy()
+        thresholds[mode] = threshold_between(pos, best[~positive].numpy(), false_accept)
+        retrieval[mode] = float((right & read).sum() / read.sum())
+    return thresholds, retrieval
+
+
+def _calibrate_alpha(model, written: Written, qs: QuerySet, cfg: RecallConfig) -> tuple[
+        float, float, dict[float, float]]:
+    """Pick rho (injected norm as a fraction of the answer-position norm) with oracle retrieval on
+    training read prompts: one grid step above the smallest rho that reaches the best accuracy."""
+    reads = qs.index("read")[: cfg.calibration_prompts]
+    texts = [qs.texts[i] for i in reads]
+    entries = [qs.entry[i] for i in reads]
+    values = written.values[entries]
+    targets = [written.entries[e].target for e in entries]
+    scale = float(written.answer_norms.median() / written.values.norm(dim=-1).median())
+    curve = {}
+    for rho in cfg.rho_grid:
+        out = greedy(model, texts, site=cfg.inject_site, deltas=rho * scale * values,
+                     max_new_tokens=1, batch_size=cfg.batch_size)
+        curve[rho] = float(np.mean([t[0] == y for t, y in zip(out.tokens, targets, strict=True)]))
+    grid = sorted(curve)
+    best = max(curve.values())
+    first = next(i for i, r in enumerate(grid) if curve[r] >= best - 0.01)
+    rho = grid[min(first + 1, len(grid) - 1)]
+    return rho, rho * scale, curve
+
+
+def fit(model, train_split, cfg: RecallConfig) -> Fitted:
+    """Fit every calibrated part of the memory on ``train_split`` (training symbols only)."""
+    sym_site, tok_site = cfg.sites(int(model.bridge.cfg.n_layers))
+    entries = unique_bindings(train_split.bindings)
+    written = write(model, entries, train_split.templates, symbol_site=sym_site,
+                    token_site=tok_site, inject_site=cfg.inject_site, batch_size=cfg.batch_size)
+    qs = build_queries(train_split, entries)
+    got = read_queries(model, qs, (sym_site, tok_site), cfg.batch_size)
+    sym_std = _fit_standardizer(got.acts[sym_site], got.content)
+    tok_std = _fit_standardizer(got.acts[tok_site], got.content)
+    projector = _fit_projector(written, got, qs, sym_std, sym_site, cfg)
+    encoder = KeyEncoder(sym_site, tok_site, sym_std, tok_std, projector)
+    memory = make_memory(model, written, encoder, alpha=1.0, inject_site=cfg.inject_site)
+    scores = score_queries(memory, got.acts[sym_site], got.acts[tok_site], got.content)
+    memory.dual_weights = _fit_dual_weights(scores, qs, cfg.seed)
+    thresholds, retrieval = _thresholds(memory, scores, qs, cfg.false_accept)
+    rho, alpha, curve = _calibrate_alpha(model, written, qs, cfg)
+    return Fitted(encoder, thresholds, memory.dual_weights, rho, alpha, curve, retrieval)

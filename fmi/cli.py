@@ -1,0 +1,78 @@
+"""The ``fmi`` command line: ``fmi models``, ``fmi recall``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fmi.errors import FmiError
+
+
+def _models(_: argparse.Namespace) -> int:
+    from fmi.models import list_models
+
+    for info in list_models():
+        state = "available" if info.available else "unavailable"
+        print(f"{info.name:<18} {state:<12} {info.description}"
+              + ("" if info.available else f"  ({info.reason})"))
+    return 0
+
+
+def _recall(args: argparse.Namespace) -> int:
+    from fmi.config import RecallConfig
+    from fmi.models import load_model
+    from fmi.recall import run_recall
+    from fmi.retrieval import check_modes
+    from fmi.table import recall_table
+    from fmi.tasks import builtin_task, load_task
+
+    modes = tuple(check_modes([m.strip() for m in args.modes.split(",") if m.strip()]))
+    cfg = RecallConfig(model=args.model, task=args.task, modes=modes, seed=args.seed,
+                       n_train=args.n_train, n_eval=args.n_eval)
+    task = (builtin_task(seed=args.seed, n_train=args.n_train, n_eval=args.n_eval)
+            if args.task == "builtin" else load_task(args.task, seed=args.seed))
+    model = load_model(args.model, seed=args.seed)
+    doc = run_recall(model, task, cfg, progress=not args.quiet)
+    print(f"model {doc['model']} | task {doc['task']} | seed {args.seed} | "
+          f"alpha {doc['fitted']['alpha']:.3g} (rho {doc['fitted']['rho']}) | "
+          f"{doc['header']['wall_seconds']} s")
+    print(recall_table(doc))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from fmi.retrieval import MODES
+
+    p = argparse.ArgumentParser(prog="fmi", description="Fast memory for frozen language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list registered models and whether each loads here")
+    r = sub.add_parser("recall", help="write, read and measure the fast memory")
+    r.add_argument("--model", default="auto", help="registry name (see `fmi models`); default auto")
+    r.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
+    r.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--n-train", type=int, default=60, help="training symbols (builtin task)")
+    r.add_argument("--n-eval", type=int, default=40, help="held-out symbols (builtin task)")
+    r.add_argument("--json", help="write the results document here")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler = {"models": _models, "recall": _recall}[args.command]
+    try:
+        return handler(args)
+    except FmiError as err:
+        print(f"fmi: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

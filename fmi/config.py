@@ -1,0 +1,64 @@
+"""The recall experiment's configuration: one frozen dataclass, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from fmi.errors import ConfigError
+from fmi.projectors import ProjectorConfig
+from fmi.retrieval import MODES
+from fmi.sites import FINAL_NORM, resid
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """Everything that decides a recall run; ``to_dict()`` goes into every JSON and report.
+
+    Key sites default to fractions of depth: symbol keys (projected/raw modes) at the middle of
+    the network, token keys (dual-key modes) early, where the residual still carries token
+    identity. Explicit ``*_site`` strings override the fractions.
+    """
+
+    model: str = "auto"
+    task: str = "builtin"
+    modes: tuple[str, ...] = MODES
+    seed: int = 0
+    symbol_depth: float = 0.5
+    token_depth: float = 0.15
+    symbol_site: str | None = None
+    token_site: str | None = None
+    inject_site: str = FINAL_NORM
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    rho_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8)
+    calibration_prompts: int = 64
+    false_accept: float = 0.01
+    max_new_tokens: int = 3
+    batch_size: int = 16
+    n_bootstrap: int = 1000
+    n_train: int = 60
+    n_eval: int = 40
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ConfigError(f"unknown mode(s) {bad}; modes are {', '.join(MODES)}")
+        for name in ("symbol_depth", "token_depth"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.false_accept < 1.0:
+            raise ConfigError(f"false_accept must be in [0, 1), got {self.false_accept}")
+        if not self.rho_grid or min(self.rho_grid) <= 0:
+            raise ConfigError(f"rho_grid must be positive values, got {self.rho_grid}")
+        for name in ("max_new_tokens", "batch_size", "n_bootstrap", "n_train", "n_eval",
+                     "calibration_prompts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def sites(self, n_layers: int) -> tuple[str, str]:
+        """``(symbol_site, token_site)`` for a model with ``n_layers`` blocks."""
+        sym = self.symbol_site or resid(round(self.symbol_depth * (n_layers - 1)), "post")
+        tok = self.token_site or resid(round(self.token_depth * (n_layers - 1)), "post")
+        return sym, tok
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,29 @@
+"""Errors that name the problem. Every user-facing failure is an ``FmiError``."""
+
+
+class FmiError(Exception):
+    """Base class: the CLI prints ``str(err)`` as one line and exits with status 2."""
+
+
+class ModelUnavailableError(FmiError):
+    """A registered model cannot be loaded on this machine right now."""
+
+
+class UnknownModelError(FmiError):
+    """A model name that is not in the registry."""
+
+
+class TaskFileError(FmiError):
+    """A task file that is malformed; the message names the file and the field."""
+
+
+class LabelError(FmiError):
+    """A label that is not exactly one token for the loaded tokenizer."""
+
+
+class MemoryMismatchError(FmiError):
+    """A saved memory loaded into a model it was not written with."""
+
+
+class ConfigError(FmiError):
+    """An invalid configuration value."""

@@ -1,0 +1,138 @@
+"""The recall experiment: write each split's bindings, read them back in every mode, measure.
+
+Generation is shared across modes: a prompt's greedy output depends only on the vector injected
+into it, so each distinct (prompt, retrieved entry) pair is decoded once, and abstentions reuse
+the memory-free output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fmi.calibrate import Fitted, make_memory, read_queries
+from fmi.config import RecallConfig
+from fmi.generate import Generated, greedy
+from fmi.metrics import answer_word, bootstrap_ci, rate
+from fmi.queries import QuerySet, build_queries, unique_bindings
+from fmi.retrieval import Decision, decide, score_queries
+from fmi.write import write
+
+METRICS = ("write", "read", "plain", "unrelated", "unrelated_changed")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Per query: greedy tokens and the step-one label pick (index into the split's labels)."""
+
+    tokens: list[tuple[int, ...]]
+    picks: list[int]
+
+
+def _injected_outputs(model, qs: QuerySet, decisions: dict[str, Decision], base: Generated,
+                      memory, label_ids: torch.Tensor, cfg: RecallConfig) -> dict[str, Outputs]:
+    """Decode each distinct (query, injected entry) once and assemble every mode's outputs."""
+    symbols = memory.symbols()
+    jobs: dict[tuple[int, str], torch.Tensor] = {}
+    keys: dict[str, list[tuple[int, str] | None]] = {}
+    for mode, d in decisions.items():
+        keys[mode] = []
+        for q, e in enumerate(d.entry.tolist()):
+            if e < 0:
+                keys[mode].append(None)
+                continue
+            key = (q, f"avg:{symbols[e]}" if mode == "average" else f"e:{e}")
+            jobs.setdefault(key, d.vectors[q])
+            keys[mode].append(key)
+    order = list(jobs)
+    done: dict[tuple[int, str], tuple[tuple[int, ...], int]] = {}
+    if order:
+        gen = greedy(model, [qs.texts[q] for q, _ in order], site=memory.inject_site,
+                     deltas=torch.stack([jobs[k] for k in order]), label_ids=label_ids,
+                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        done = {k: (t, p) for k, t, p in zip(order, gen.tokens, gen.label_pick, strict=True)}
+    out = {}
+    for mode, ks in keys.items():
+        toks = [base.tokens[q] if k is None else done[k][0] for q, k in enumerate(ks)]
+        picks = [base.label_pick[q] if k is None else done[k][1] for q, k in enumerate(ks)]
+        out[mode] = Outputs(toks, picks)
+    return out
+
+
+def _hits(model, qs: QuerySet, entries, labels: list[str], out: Outputs,
+          base: Generated) -> dict[str, list[bool]]:
+    """0/1 outcomes per metric (and the label-restricted ones) for one mode's outputs."""
+    tok = model.tokenizer
+    words = [answer_word(tok, t) for t in out.tokens]
+    bound: dict[str, set[str]] = {}
+    for b in entries:
+        bound.setdefault(b.symbol, set()).add(b.label)
+    every = set(labels)
+    hits: dict[str, list[bool]] = {m: [] for m in METRICS}
+    hits["write_label"], hits["read_label"] = [], []
+    for q, kind in enumerate(qs.kinds):
+        if kind in ("write", "read"):
+            label = entries[qs.entry[q]].label
+            hits[kind].append(words[q] == label)
+            hits[f"{kind}_label"].append(labels[out.picks[q]] == label)
+        elif kind == "plain":
+            hits["plain"].append(words[q] in bound[qs.symbol[q]])
+        else:
+            hits["unrelated"].append(words[q] in every)
+            hits["unrelated_changed"].append(out.tokens[q] != base.tokens[q])
+    return hits
+
+
+def _summary(hits: dict[str, list[bool]], decision: Decision | None, qs: QuerySet,
+             cfg: RecallConfig) -> dict:
+    row: dict = {m: rate(hits[m]) for m in METRICS}
+    row["label_restricted"] = {"write": rate(hits["write_label"]), "read": rate(hits["read_label"])}
+    row["n"] = len(hits["read"])
+    row["n_by_metric"] = {m: len(hits[m]) for m in METRICS}
+    row["ci95"] = {m: bootstrap_ci(np.array(hits[m], dtype=float), cfg.n_bootstrap, cfg.seed)
+                   for m in METRICS}
+    if decision is not None:
+        row["retrieval"] = rate([int(decision.entry[q]) == qs.entry[q] for q in qs.index("read")])
+        row["fired"] = {k: rate([bool(decision.entry[q] >= 0) for q in qs.index(k)])
+                        for k in ("read", "plain", "unrelated")}
+    return row
+
+
+def evaluate_split(model, split, fitted: Fitted, cfg: RecallConfig,
+                   modes: tuple[str, ...]) -> dict[str, dict]:
+    """Every mode's metrics on one split, plus the memory-free baseline as mode ``none``."""
+    entries = unique_bindings(split.bindings)
+    enc = fitted.encoder
+    written = write(model, entries, split.templates, symbol_site=enc.symbol_site,
+                    token_site=enc.token_site, inject_site=cfg.inject_site,
+                    batch_size=cfg.batch_size)
+    memory = make_memory(model, written, enc, alpha=fitted.alpha, inject_site=cfg.inject_site,
+                         thresholds=fitted.thresholds, dual_weights=fitted.dual_weights)
+    qs = build_queries(split, entries)
+    got = read_queries(model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
+    scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site],
+                           got.content)
+    labels = sorted({e.label for e in written.entries})
+    target_of = {e.label: e.target for e in written.entries}
+    label_ids = torch.tensor([target_of[lab] for lab in labels])
+    base = greedy(model, qs.texts, site=cfg.inject_site, label_ids=label_ids,
+                  max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    decisions = {m: decide(m, scores, memory, gate=qs.gate) for m in modes}
+    outputs = _injected_outputs(model, qs, decisions, base, memory, label_ids, cfg)
+    results = {"none": _summary(_hits(model, qs, entries, labels, Outputs(base.tokens,
+                                base.label_pick), base), None, qs, cfg)}
+    for mode in modes:
+        hits = _hits(model, qs, entries, labels, outputs[mode], base)
+        results[mode] = _summary(hits, decisions[mode], qs, cfg)
+        if mode == "average":
+            results[mode]["retrieval"] = _symbol_retrieval(decisions[mode], qs, memory)
+    return results
+
+
+def _symbol_retrieval(decision: Decision, qs: QuerySet, memory) -> float:
+    symbols = memory.symbols()
+    return rate([int(decision.entry[q]) >= 0
+                 and symbols[int(decision.entry[q])] == symbols[qs.entry[q]]
+                 for q in qs.index("read")])

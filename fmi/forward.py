@@ -1,0 +1,59 @@
+"""One frozen forward pass over many prompts, in batches, keeping only what is asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from fmi.prompts import encode
+
+
+@dataclass
+class Collected:
+    """Per-prompt activations (unpadded, ``[len_i, d]``) and a reduction of the last logits."""
+
+    acts: dict[str, list[Tensor]] = field(default_factory=dict)
+    content: list[Tensor] = field(default_factory=list)  # per prompt: not a special token
+    last: list[Tensor] = field(default_factory=list)
+
+    def stack_last(self, site: str) -> Float[Tensor, "n d"]:
+        """Each prompt's activation at its last token (the answer position)."""
+        return torch.stack([a[-1] for a in self.acts[site]])
+
+
+@torch.inference_mode()
+def collect(
+    bridge,
+    tokenizer,
+    texts: list[str],
+    sites: list[str],
+    *,
+    batch_size: int = 16,
+    reduce_last: Callable[[Tensor, slice], Tensor] | None = None,
+) -> Collected:
+    """Run ``texts`` through the frozen model, caching ``sites``.
+
+    ``reduce_last(last_logits [b, vocab], rows)`` may turn each batch's answer-position logits
+    into something small (a value, a top token) so that full-vocabulary logits are never kept.
+    """
+    out = Collected(acts={s: [] for s in sites})
+    wanted = set(sites)
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        enc = encode(tokenizer, chunk)
+        logits, cache = bridge.run_with_cache(
+            enc.tokens, attention_mask=enc.mask, names_filter=lambda n: n in wanted
+        )
+        out.content.extend(enc.content[row, enc.tokens.shape[1] - n :].clone()
+                           for row, n in enumerate(enc.lengths))
+        for site in sites:
+            act = cache[site]
+            for row, n in enumerate(enc.lengths):
+                out.acts[site].append(act[row, act.shape[1] - n :].float().clone())
+        if reduce_last is not None:
+            out.last.append(reduce_last(logits[:, -1].float(), slice(start, start + len(chunk))))
+    return out

@@ -1,0 +1,159 @@
+"""The fast memory: entries with keys and values, the sites they were taken at, and I/O.
+
+A memory is data, not weights: saving it writes one safetensors file whose metadata names the
+model, the sites, alpha, the key encoder and the calibrated thresholds; loading refuses a model
+it was not written with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from fmi.errors import MemoryMismatchError
+from fmi.keys import Standardizer
+
+SYMBOL_ROLE, CONTEXT_ROLE = 0, 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One binding as stored: in ``context``, ``symbol`` means ``label`` (token ``target``)."""
+
+    context: str
+    symbol: str
+    label: str
+    target: int
+
+
+@dataclass
+class KeyEncoder:
+    """How raw residual states become keys: two sites, their standardizers, the projector."""
+
+    symbol_site: str
+    token_site: str
+    symbol_std: Standardizer
+    token_std: Standardizer
+    projector: Float[Tensor, "d r"] | None = None
+
+    def raw(self, acts: Tensor) -> Tensor:
+        """Standardized single-vector keys at ``symbol_site`` (the ``raw_*`` modes)."""
+        return self.symbol_std(acts)
+
+    def projected(self, acts: Tensor) -> Tensor:
+        """Keys through the learned projector (``both_top1``, ``context_gate``, ``average``)."""
+        if self.projector is None:
+            raise ValueError("this key encoder has no trained projector")
+        return self.symbol_std(acts) @ self.projector
+
+    def tokens(self, acts: Tensor) -> Tensor:
+        """Standardized token keys at ``token_site`` (the ``dual_key`` modes)."""
+        return self.token_std(acts)
+
+
+@dataclass
+class FastMemory:
+    """Entries, their values and keys, and everything needed to read them back."""
+
+    model_name: str
+    d_model: int
+    inject_site: str
+    alpha: float
+    encoder: KeyEncoder
+    entries: list[Entry]
+    values: Float[Tensor, "n d"]
+    symbol_keys: Float[Tensor, "n d"]
+    token_keys: Float[Tensor, "m d"]
+    token_owner: Int[Tensor, "m"]
+    token_role: Int[Tensor, "m"]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    dual_weights: Float[Tensor, "4"] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def metadata(self) -> dict:
+        return {
+            "model_name": self.model_name,
+            "d_model": self.d_model,
+            "inject_site": self.inject_site,
+            "alpha": self.alpha,
+            "symbol_site": self.encoder.symbol_site,
+            "token_site": self.encoder.token_site,
+            "thresholds": self.thresholds,
+            "entries": [asdict(e) for e in self.entries],
+        }
+
+    def save(self, path: str | Path) -> None:
+        tensors = {
+            "values": self.values,
+            "symbol_keys": self.symbol_keys,
+            "token_keys": self.token_keys,
+            "token_owner": self.token_owner,
+            "token_role": self.token_role,
+            "symbol_std.mean": self.encoder.symbol_std.mean,
+            "symbol_std.std": self.encoder.symbol_std.std,
+            "token_std.mean": self.encoder.token_std.mean,
+            "token_std.std": self.encoder.token_std.std,
+        }
+        if self.encoder.projector is not None:
+            tensors["projector"] = self.encoder.projector
+        if self.dual_weights is not None:
+            tensors["dual_weights"] = self.dual_weights
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(tensors, str(path), metadata={"fmi": json.dumps(self.metadata())})
+
+    @classmethod
+    def load(cls, path: str | Path, model) -> FastMemory:
+        """Load a memory for ``model`` (a ``LoadedModel``); refuse one written with another."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["fmi"])
+        d_model = int(model.bridge.cfg.d_model)
+        if meta["model_name"] != model.name or meta["d_model"] != d_model:
+            raise MemoryMismatchError(
+                f"memory {path} was written with model {meta['model_name']!r} "
+                f"(d_model {meta['d_model']}); refusing to load it into {model.name!r} "
+                f"(d_model {d_model})"
+            )
+        t = load_file(str(path))
+        encoder = KeyEncoder(
+            meta["symbol_site"],
+            meta["token_site"],
+            Standardizer(t["symbol_std.mean"], t["symbol_std.std"]),
+            Standardizer(t["token_std.mean"], t["token_std.std"]),
+            t.get("projector"),
+        )
+        return cls(
+            model_name=meta["model_name"],
+            d_model=meta["d_model"],
+            inject_site=meta["inject_site"],
+            alpha=float(meta["alpha"]),
+            encoder=encoder,
+            entries=[Entry(**e) for e in meta["entries"]],
+            values=t["values"],
+            symbol_keys=t["symbol_keys"],
+            token_keys=t["token_keys"],
+            token_owner=t["token_owner"],
+            token_role=t["token_role"],
+            thresholds={k: float(v) for k, v in meta["thresholds"].items()},
+            dual_weights=t.get("dual_weights"),
+        )
+
+    def with_thresholds(self, thresholds: dict[str, float]) -> FastMemory:
+        self.thresholds = dict(thresholds)
+        return self
+
+    def symbols(self) -> list[str]:
+        return [e.symbol for e in self.entries]
+
+
+def empty_like_tokens(d: int) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.zeros(0, d), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)

@@ -1,0 +1,56 @@
+"""The learned key projector: a linear map trained with backprop on cached keys.
+
+The language model is never in the loop: training sees only residual states cached by one
+frozen forward pass over the training split, so the model's weights cannot change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from fmi.keys import maxsim
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    dim: int = 128
+    steps: int = 300
+    lr: float = 3e-3
+    temperature: float = 0.05
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.steps < 1 or self.lr <= 0 or self.temperature <= 0:
+            raise ValueError(f"invalid projector config {self}")
+
+
+def train_projector(
+    keys: Float[Tensor, "n d"],
+    queries: Float[Tensor, "q pos d"],
+    query_mask: Bool[Tensor, "q pos"],
+    targets: Int[Tensor, "q"],
+    cfg: ProjectorConfig,
+    seed: int,
+) -> Float[Tensor, "d r"]:
+    """Fit ``W`` so that MaxSim of ``queries @ W`` against ``keys @ W`` picks ``targets``.
+
+    Loss: cross-entropy over all entries (the other contexts of the same symbol are the hard
+    negatives) of MaxSim scores divided by ``temperature``. Returns the ``[d, r]`` matrix.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    d = keys.shape[1]
+    weight = (torch.randn(d, cfg.dim, generator=gen) / d**0.5).requires_grad_(True)
+    opt = torch.optim.AdamW([weight], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    owner = torch.arange(keys.shape[0])
+    with torch.enable_grad():
+        for _ in range(cfg.steps):
+            scores = maxsim(queries @ weight, query_mask, keys @ weight, owner, keys.shape[0])
+            loss = torch.nn.functional.cross_entropy(scores / cfg.temperature, targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return weight.detach()

@@ -1,0 +1,52 @@
+"""The prompts a memory is read with: write, read, plain and unrelated, with their answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("write", "read", "plain", "unrelated")
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Parallel lists, one item per prompt."""
+
+    texts: list[str]
+    kinds: list[str]
+    entry: list[int]  # index of the binding it asks for (write/read), else -1
+    symbol: list[str | None]  # the invented word it mentions (write/read/plain), else None
+    gate: list[str]  # the context an oracle gate would pick
+
+    def index(self, kind: str) -> list[int]:
+        return [i for i, k in enumerate(self.kinds) if k == kind]
+
+
+def unique_bindings(bindings) -> list:
+    """One binding per (context, symbol): what gets written. Paraphrased reads share an entry."""
+    seen: dict[tuple[str, str], object] = {}
+    for b in bindings:
+        seen.setdefault((b.context, b.symbol), b)
+    return list(seen.values())
+
+
+def build_queries(split, entries) -> QuerySet:
+    """Write prompts per entry, read prompts per binding, plain per symbol, the unrelated ones."""
+    t = split.templates
+    where = {(b.context, b.symbol): i for i, b in enumerate(entries)}
+    contexts = list(dict.fromkeys(b.context for b in entries))
+    rows: list[tuple[str, str, int, str | None, str]] = []
+    rows += [(t.prompt("write", b), "write", i, b.symbol, b.context) for i, b in enumerate(entries)]
+    rows += [
+        (t.prompt("read", b), "read", where[(b.context, b.symbol)], b.symbol, b.context)
+        for b in split.bindings
+    ]
+    first = {}
+    for b in entries:
+        first.setdefault(b.symbol, b)
+    rows += [(t.prompt("plain", b), "plain", -1, s, b.context) for s, b in first.items()]
+    rows += [
+        (u, "unrelated", -1, None, contexts[i % len(contexts)])
+        for i, u in enumerate(split.unrelated)
+    ]
+    texts, kinds, entry, symbol, gate = (list(x) for x in zip(*rows, strict=True))
+    return QuerySet(texts, kinds, entry, symbol, gate)

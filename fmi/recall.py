@@ -1,0 +1,37 @@
+"""``fmi recall``: fit on the training split, evaluate every split, return the JSON document."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm import tqdm
+
+from fmi.calibrate import fit
+from fmi.config import RecallConfig
+from fmi.evaluate import evaluate_split
+from fmi.provenance import header
+from fmi.tasks import Task, check_labels
+
+
+def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -> dict:
+    """The whole experiment. Deterministic for a given model, task and seed."""
+    torch.manual_seed(cfg.seed)
+    check_labels(task, model.tokenizer)
+    start = time.perf_counter()
+    fitted = fit(model, task.train, cfg)
+    results: dict[str, dict[str, dict]] = {}
+    splits = tqdm(task.splits, desc="splits", disable=not progress, leave=False)
+    for split in splits:
+        splits.set_postfix_str(split.name)
+        for mode, row in evaluate_split(model, split, fitted, cfg, cfg.modes).items():
+            results.setdefault(mode, {})[split.name] = row
+    return {
+        "model": model.name,
+        "task": task.name,
+        "results": results,
+        "config": cfg.to_dict(),
+        "fitted": fitted.to_dict(),
+        "task_info": task.to_dict(),
+        "header": header(model, cfg.to_dict(), wall_seconds=round(time.perf_counter() - start, 1)),
+    }

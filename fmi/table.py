@@ -1,0 +1,25 @@
+"""Plain-text tables of recall results (mode x write/read/plain/unrelated per split)."""
+
+from __future__ import annotations
+
+COLUMNS = ("write", "read", "plain", "unrelated", "unrelated_changed", "retrieval")
+SHORT = {"unrelated_changed": "unrel_chg", "retrieval": "retr"}
+
+
+def recall_table(doc: dict) -> str:
+    """One block per split, one row per mode; ``-`` where a figure does not apply."""
+    modes = list(doc["results"])
+    splits = list(doc["results"][modes[0]])
+    lines = []
+    head = f"{'mode':<18}" + "".join(f"{SHORT.get(c, c):>10}" for c in COLUMNS) + f"{'n':>6}"
+    for split in splits:
+        lines += [f"[{split}]", head]
+        for mode in modes:
+            row = doc["results"][mode][split]
+            cells = "".join(
+                f"{row[c]:>10.3f}" if isinstance(row.get(c), float) else f"{'-':>10}"
+                for c in COLUMNS
+            )
+            lines.append(f"{mode:<18}{cells}{row['n']:>6}")
+        lines.append("")
+    return "\n".join(lines)

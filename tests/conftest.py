@@ -1,0 +1,29 @@
+"""Shared fixtures: seeded tiny models (random weights, offline neox tokenizer), loaded once."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmi.models import LoadedModel, load_model
+
+
+def _quiet(_: str) -> None:
+    """Swallow load announcements in tests."""
+
+
+@pytest.fixture(scope="session")
+def tiny_neox() -> LoadedModel:
+    """Random GPT-NeoX, 2 layers, d_model 64 (seed 0)."""
+    return load_model("tiny-neox", seed=0, announce=_quiet)
+
+
+@pytest.fixture(scope="session")
+def tiny_pythia() -> LoadedModel:
+    """Random weights in Pythia-70M's exact architecture (seed 0)."""
+    return load_model("tiny-pythia-arch", seed=0, announce=_quiet)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma() -> LoadedModel:
+    """Random Gemma-3 text model, 2 layers, d_model 64 (seed 0)."""
+    return load_model("tiny-gemma", seed=0, announce=_quiet)
