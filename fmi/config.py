@@ -35,7 +35,7 @@ class RecallConfig:
     max_new_tokens: int = 3
     batch_size: int = 16
     n_bootstrap: int = 1000
-    n_train: int = 60
+    n_train: int = 150
     n_eval: int = 40
 
     def __post_init__(self) -> None:

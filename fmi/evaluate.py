@@ -63,7 +63,12 @@ def _injected_outputs(model, qs: QuerySet, decisions: dict[str, Decision], base:
 
 def _hits(model, qs: QuerySet, entries, labels: list[str], out: Outputs,
           base: Generated) -> dict[str, list[bool]]:
-    """0/1 outcomes per metric (and the label-restricted ones) for one mode's outputs."""
+    """0/1 outcomes per metric for one mode's outputs.
+
+    ``write``/``read`` are word-level greedy exact match: the continuation's first word must be
+    the label (`` pig`` followed by ``let`` is a miss). ``*_token`` is the first greedy token
+    alone; ``*_label`` the step-one argmax over the split's labels.
+    """
     tok = model.tokenizer
     words = [answer_word(tok, t) for t in out.tokens]
     bound: dict[str, set[str]] = {}
@@ -71,12 +76,15 @@ def _hits(model, qs: QuerySet, entries, labels: list[str], out: Outputs,
         bound.setdefault(b.symbol, set()).add(b.label)
     every = set(labels)
     hits: dict[str, list[bool]] = {m: [] for m in METRICS}
-    hits["write_label"], hits["read_label"] = [], []
+    for kind in ("write", "read"):
+        hits[f"{kind}_label"], hits[f"{kind}_token"] = [], []
     for q, kind in enumerate(qs.kinds):
         if kind in ("write", "read"):
-            label = entries[qs.entry[q]].label
+            entry = entries[qs.entry[q]]
+            label = entry.label
             hits[kind].append(words[q] == label)
             hits[f"{kind}_label"].append(labels[out.picks[q]] == label)
+            hits[f"{kind}_token"].append(out.tokens[q][:1] == (entry.target,))
         elif kind == "plain":
             hits["plain"].append(words[q] in bound[qs.symbol[q]])
         else:
@@ -88,7 +96,8 @@ def _hits(model, qs: QuerySet, entries, labels: list[str], out: Outputs,
 def _summary(hits: dict[str, list[bool]], decision: Decision | None, qs: QuerySet,
              cfg: RecallConfig) -> dict:
     row: dict = {m: rate(hits[m]) for m in METRICS}
-    row["label_restricted"] = {"write": rate(hits["write_label"]), "read": rate(hits["read_label"])}
+    row["label_restricted"] = {k: rate(hits[f"{k}_label"]) for k in ("write", "read")}
+    row["first_token"] = {k: rate(hits[f"{k}_token"]) for k in ("write", "read")}
     row["n"] = len(hits["read"])
     row["n_by_metric"] = {m: len(hits[m]) for m in METRICS}
     row["ci95"] = {m: bootstrap_ci(np.array(hits[m], dtype=float), cfg.n_bootstrap, cfg.seed)
@@ -121,10 +130,10 @@ def evaluate_split(model, split, fitted: Fitted, cfg: RecallConfig,
                   max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     decisions = {m: decide(m, scores, memory, gate=qs.gate) for m in modes}
     outputs = _injected_outputs(model, qs, decisions, base, memory, label_ids, cfg)
-    results = {"none": _summary(_hits(model, qs, entries, labels, Outputs(base.tokens,
+    results = {"none": _summary(_hits(model, qs, written.entries, labels, Outputs(base.tokens,
                                 base.label_pick), base), None, qs, cfg)}
     for mode in modes:
-        hits = _hits(model, qs, entries, labels, outputs[mode], base)
+        hits = _hits(model, qs, written.entries, labels, outputs[mode], base)
         results[mode] = _summary(hits, decisions[mode], qs, cfg)
         if mode == "average":
             results[mode]["retrieval"] = _symbol_retrieval(decisions[mode], qs, memory)

@@ -10,6 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fmi.prompts import encode
+from fmi.sites import layer_of
 
 
 @dataclass
@@ -42,11 +43,19 @@ def collect(
     """
     out = Collected(acts={s: [] for s in sites})
     wanted = set(sites)
+    layers = [layer_of(s) for s in sites]
+    # Without logits to reduce, stop after the last block a site needs; otherwise compute the
+    # unembedding at the answer position only (Gemma-3's 262k-token vocabulary dominates a
+    # 270M-parameter model's cost when applied at every position).
+    if reduce_last is None and all(layer is not None for layer in layers):
+        limit = {"stop_at_layer": max(layers) + 1}  # type: ignore[type-var]
+    else:
+        limit = {"logits_to_keep": 1}
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         enc = encode(tokenizer, chunk)
         logits, cache = bridge.run_with_cache(
-            enc.tokens, attention_mask=enc.mask, names_filter=lambda n: n in wanted
+            enc.tokens, attention_mask=enc.mask, names_filter=lambda n: n in wanted, **limit
         )
         out.content.extend(enc.content[row, enc.tokens.shape[1] - n :].clone()
                            for row, n in enumerate(enc.lengths))

@@ -27,8 +27,8 @@ def greedy(
     *,
     site: str,
     deltas: Float[Tensor, "n d"] | None = None,
-    active: Bool[Tensor, "n"] | None = None,
-    label_ids: Int[Tensor, "k"] | None = None,
+    active: Bool[Tensor, " n"] | None = None,
+    label_ids: Int[Tensor, " k"] | None = None,
     max_new_tokens: int = 3,
     batch_size: int = 16,
 ) -> Generated:
@@ -58,6 +58,7 @@ def greedy(
                 stop_at_eos=False,
                 output_logits=True,
                 verbose=False,
+                logits_to_keep=1,  # the prompt step needs the answer position's logits only
             )
         tokens.extend(tuple(row[width:].tolist()) for row in out.sequences)
         if label_ids is not None:

@@ -18,8 +18,8 @@ HookFn = Callable[[Tensor, object], Tensor]
 
 def add_at_positions(
     delta: Float[Tensor, "batch d"],
-    positions: Int[Tensor, "batch"],
-    active: Bool[Tensor, "batch"] | None = None,
+    positions: Int[Tensor, " batch"],
+    active: Bool[Tensor, " batch"] | None = None,
 ) -> HookFn:
     """Add ``delta[b]`` to the activation of row ``b`` at absolute position ``positions[b]``.
 

@@ -27,8 +27,8 @@ class Standardizer:
     and thresholds are only meaningful after centring and scaling.
     """
 
-    mean: Float[Tensor, "d"]
-    std: Float[Tensor, "d"]
+    mean: Float[Tensor, " d"]
+    std: Float[Tensor, " d"]
 
     @classmethod
     def fit(cls, acts: Float[Tensor, "n d"]) -> Standardizer:
@@ -56,7 +56,7 @@ def maxsim(
     queries: Float[Tensor, "q pos d"],
     query_mask: Bool[Tensor, "q pos"],
     key_tokens: Float[Tensor, "m d"],
-    owner: Int[Tensor, "m"],
+    owner: Int[Tensor, " m"],
     n_entries: int,
 ) -> Float[Tensor, "q n"]:
     """MaxSim scores of every query against every entry (vectorized; see ``maxsim_loop``)."""
@@ -73,7 +73,7 @@ def maxsim(
 def maxsim_loop(
     queries: list[Float[Tensor, "len d"]],
     key_tokens: Float[Tensor, "m d"],
-    owner: Int[Tensor, "m"],
+    owner: Int[Tensor, " m"],
     n_entries: int,
 ) -> Float[Tensor, "q n"]:
     """The naive reference for ``maxsim``: one query, one entry, one key token at a time."""

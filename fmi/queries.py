@@ -15,7 +15,7 @@ class QuerySet:
     kinds: list[str]
     entry: list[int]  # index of the binding it asks for (write/read), else -1
     symbol: list[str | None]  # the invented word it mentions (write/read/plain), else None
-    gate: list[str]  # the context an oracle gate would pick
+    gate: list[str | None]  # the context the prompt mentions (an oracle gate's pick), or None
 
     def index(self, kind: str) -> list[int]:
         return [i for i, k in enumerate(self.kinds) if k == kind]
@@ -29,12 +29,18 @@ def unique_bindings(bindings) -> list:
     return list(seen.values())
 
 
+def mentioned(text: str, contexts: list[str]) -> str | None:
+    """The longest stored context named in ``text`` (an oracle gate's view), else None."""
+    hits = [c for c in contexts if c in text]
+    return max(hits, key=len) if hits else None
+
+
 def build_queries(split, entries) -> QuerySet:
     """Write prompts per entry, read prompts per binding, plain per symbol, the unrelated ones."""
     t = split.templates
     where = {(b.context, b.symbol): i for i, b in enumerate(entries)}
     contexts = list(dict.fromkeys(b.context for b in entries))
-    rows: list[tuple[str, str, int, str | None, str]] = []
+    rows: list[tuple[str, str, int, str | None, str | None]] = []
     rows += [(t.prompt("write", b), "write", i, b.symbol, b.context) for i, b in enumerate(entries)]
     rows += [
         (t.prompt("read", b), "read", where[(b.context, b.symbol)], b.symbol, b.context)
@@ -43,10 +49,7 @@ def build_queries(split, entries) -> QuerySet:
     first = {}
     for b in entries:
         first.setdefault(b.symbol, b)
-    rows += [(t.prompt("plain", b), "plain", -1, s, b.context) for s, b in first.items()]
-    rows += [
-        (u, "unrelated", -1, None, contexts[i % len(contexts)])
-        for i, u in enumerate(split.unrelated)
-    ]
+    rows += [(t.prompt("plain", b), "plain", -1, s, None) for s, b in first.items()]
+    rows += [(u, "unrelated", -1, None, mentioned(u, contexts)) for u in split.unrelated]
     texts, kinds, entry, symbol, gate = (list(x) for x in zip(*rows, strict=True))
     return QuerySet(texts, kinds, entry, symbol, gate)

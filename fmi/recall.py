@@ -11,7 +11,14 @@ from fmi.calibrate import fit
 from fmi.config import RecallConfig
 from fmi.evaluate import evaluate_split
 from fmi.provenance import header
-from fmi.tasks import Task, check_labels
+from fmi.tasks import Task, builtin_task, check_labels, load_task
+
+
+def task_for(cfg: RecallConfig) -> Task:
+    """The built-in task sized by ``cfg`` (its seed, n_train, n_eval), or a task file."""
+    if cfg.task == "builtin":
+        return builtin_task(seed=cfg.seed, n_train=cfg.n_train, n_eval=cfg.n_eval)
+    return load_task(cfg.task, seed=cfg.seed, n_train=cfg.n_train)
 
 
 def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -> dict:

@@ -46,12 +46,12 @@ class QueryScores:
 class Decision:
     """Per query: chosen entry (-1 = abstain), its score, and the vector to inject."""
 
-    entry: Int[Tensor, "q"]
-    score: Float[Tensor, "q"]
+    entry: Int[Tensor, " q"]
+    score: Float[Tensor, " q"]
     vectors: Float[Tensor, "q d"]
 
     @property
-    def active(self) -> Bool[Tensor, "q"]:
+    def active(self) -> Bool[Tensor, " q"]:
         return self.entry >= 0
 
 
@@ -90,7 +90,7 @@ def dual_features(scores: QueryScores) -> Float[Tensor, "q n 3"]:
 
 
 def mode_scores(
-    mode: str, scores: QueryScores, memory: FastMemory, gate: list[str] | None = None
+    mode: str, scores: QueryScores, memory: FastMemory, gate: list[str | None] | None = None
 ) -> Float[Tensor, "q n"]:
     """The ``[queries, entries]`` score matrix a mode ranks by."""
     if mode == "raw_both_top1":
@@ -102,7 +102,9 @@ def mode_scores(
             return scores.projected
         if gate is None:
             raise ConfigError("context_gate needs the query's context")
-        allowed = torch.tensor([[e.context == g for e in memory.entries] for g in gate])
+        # the oracle gate opens the bank of the context the prompt names; none named, none open
+        allowed = torch.tensor([[g is not None and e.context == g for e in memory.entries]
+                                for g in gate], dtype=torch.bool).reshape(len(gate), len(memory))
         return scores.projected.masked_fill(~allowed, float("-inf"))
     if mode == "dual_key":
         return scores.symbol.clamp_min(0) * scores.context.clamp_min(0)
@@ -118,7 +120,7 @@ def decide(
     mode: str,
     scores: QueryScores,
     memory: FastMemory,
-    gate: list[str] | None = None,
+    gate: list[str | None] | None = None,
     threshold: float | None = None,
 ) -> Decision:
     """Top-1 entry per query under ``mode``, abstaining below the mode's threshold."""

@@ -328,7 +328,7 @@ def _unrelated_prompts(rng: random.Random) -> tuple[list[str], list[str]]:
     return halves[0], halves[1]
 
 
-def builtin_task(seed: int = 0, n_train: int = 60, n_eval: int = 40) -> Task:
+def builtin_task(seed: int = 0, n_train: int = 150, n_eval: int = 40) -> Task:
     """The built-in task, deterministic from ``seed``.
 
     ``train``: ``n_train`` symbols in ``game A`` / ``game B``, each binding also read as
@@ -488,7 +488,7 @@ def _read_json(checker: _FileChecker) -> Any:
         ) from None
 
 
-def load_task_file(path: str | Path, seed: int = 0) -> Task:
+def load_task_file(path: str | Path, seed: int = 0, n_train: int = 150) -> Task:
     """A task from a JSON file: its bindings form the ``file`` split; ``train`` is built-in.
 
     Format: ``{"name": str, "templates": {"write", "read", "plain"} (optional, each
@@ -503,15 +503,15 @@ def load_task_file(path: str | Path, seed: int = 0) -> Task:
     bindings = checker.bindings(data["bindings"])
     unrelated = checker.text_list(data["unrelated"], "unrelated")
     split = Split("file", tuple(bindings), templates, tuple(unrelated))
-    return Task(name, builtin_task(seed).train, (split,), seed)
+    return Task(name, builtin_task(seed, n_train=n_train).train, (split,), seed)
 
 
-def load_task(name_or_path: str, seed: int = 0) -> Task:
+def load_task(name_or_path: str, seed: int = 0, n_train: int = 150) -> Task:
     """``"builtin"`` for :func:`builtin_task`, or a path ending ``.json`` for a task file."""
     if name_or_path == "builtin":
-        return builtin_task(seed)
+        return builtin_task(seed, n_train=n_train)
     if str(name_or_path).endswith(".json"):
-        return load_task_file(name_or_path, seed)
+        return load_task_file(name_or_path, seed, n_train=n_train)
     raise ConfigError(
         f"unknown task {name_or_path!r}: use 'builtin' or a path to a .json task file"
     )

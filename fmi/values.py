@@ -19,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
-def unembedding(bridge) -> tuple[Float[Tensor, "d vocab"], Float[Tensor, "vocab"]]:
+def unembedding(bridge) -> tuple[Float[Tensor, "d vocab"], Float[Tensor, " vocab"]]:
     """``(W_U, b_U)`` as the model applies them (``b_U`` is zeros where the model has none)."""
     w_u = bridge.W_U.detach().float()
     b_u = getattr(bridge, "b_U", None)
@@ -30,7 +30,7 @@ def unembedding(bridge) -> tuple[Float[Tensor, "d vocab"], Float[Tensor, "vocab"
 def correction_values(
     w_u: Float[Tensor, "d vocab"],
     logits: Float[Tensor, "batch vocab"],
-    targets: Int[Tensor, "batch"],
+    targets: Int[Tensor, " batch"],
 ) -> Float[Tensor, "batch d"]:
     """``W_U[:, t] - W_U @ softmax(logits)`` for each row."""
     probs = torch.softmax(logits.float(), dim=-1)

@@ -24,7 +24,7 @@ class Written:
     token_keys: Float[Tensor, "m d"]  # token_site, every token of the symbol and the context
     token_owner: Tensor
     token_role: Tensor
-    answer_norms: Float[Tensor, "n"]  # |h| at the injection site, answer position
+    answer_norms: Float[Tensor, " n"]  # |h| at the injection site, answer position
 
 
 def label_token(tokenizer, templates, label: str) -> int:

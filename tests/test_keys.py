@@ -1,0 +1,47 @@
+"""Keys and retrieval scoring: the vectorized MaxSim against a naive loop; the query rule."""
+
+from __future__ import annotations
+
+import torch
+
+from fmi.keys import Standardizer, maxsim, maxsim_loop, pad_queries
+from fmi.prompts import field_spans, span_tokens
+
+
+def test_maxsim_matches_naive_loop():
+    gen = torch.Generator().manual_seed(0)
+    queries = [torch.randn(n, 6, generator=gen) for n in (3, 5, 1, 4)]
+    keys = torch.randn(7, 6, generator=gen)
+    owner = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    padded, mask = pad_queries(queries)
+    fast = maxsim(padded, mask, keys, owner, 4)
+    torch.testing.assert_close(fast, maxsim_loop(queries, keys, owner, 4), rtol=1e-5, atol=1e-6)
+
+
+def test_maxsim_ignores_padding_and_finds_the_planted_key():
+    keys = torch.eye(4)
+    query = [torch.tensor([[0.0, 0.0, 1.0, 0.1]])]
+    padded, mask = pad_queries(query + [torch.zeros(3, 4)])
+    scores = maxsim(padded, mask, keys, torch.arange(4), 4)
+    assert int(scores[0].argmax()) == 2
+
+
+def test_standardizer_centres_and_scales():
+    x = torch.randn(200, 3, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1]).double()
+    x = x + torch.tensor([5.0, -2.0, 100.0]).double()
+    z = Standardizer.fit(x)(x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(3).double(), atol=1e-9, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(3).double(), atol=1e-9, rtol=0)
+
+
+def test_field_spans_locate_symbol_and_context(tiny_pythia):
+    text, spans = field_spans("In {context}, {symbol} means", {"context": "game A",
+                                                               "symbol": "blicket"})
+    assert text == "In game A, blicket means"
+    assert text[slice(*spans["symbol"])] == "blicket"
+    tok = tiny_pythia.tokenizer
+    idx = span_tokens(tok, text, spans["symbol"])
+    ids = tok(text)["input_ids"]
+    assert tok.decode([ids[i] for i in idx]).strip() == "blicket"
+    ctx = span_tokens(tok, text, spans["context"])
+    assert tok.decode([ids[i] for i in ctx]).strip() == "game A"

@@ -1,0 +1,55 @@
+"""The value is the output correction in the space after the final norm, for the model as loaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmi.prompts import encode
+from fmi.sites import FINAL_NORM
+from fmi.values import correction_values, unembedding
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pythia", "tiny_gemma", "tiny_neox"])
+def test_final_norm_times_unembedding_is_the_logits(fixture, request):
+    """``ln_final.hook_normalized @ W_U + b_U == logits``: the space values live in (no weight
+    processing: Pythia's untied ``embed_out`` with its final LayerNorm affine applied)."""
+    model = request.getfixturevalue(fixture)
+    enc = encode(model.tokenizer, ["In game A, blicket means"])
+    with torch.inference_mode():
+        logits, cache = model.bridge.run_with_cache(enc.tokens, names_filter=[FINAL_NORM])
+    w_u, b_u = unembedding(model.bridge)
+    torch.testing.assert_close(cache[FINAL_NORM] @ w_u + b_u, logits, rtol=1e-4, atol=1e-4)
+    assert all(not v for v in model.processing.values())
+
+
+def test_pythia_unembedding_is_untied(tiny_pythia):
+    w_u, _ = unembedding(tiny_pythia.bridge)
+    w_e = tiny_pythia.bridge.W_E.detach()
+    assert w_u.shape == (512, 50304) and not torch.allclose(w_u, w_e.T)
+
+
+def test_value_is_the_negative_cross_entropy_gradient(tiny_pythia):
+    enc = encode(tiny_pythia.tokenizer, ["In game A, blicket means", "Question: what is dax?"])
+    with torch.inference_mode():
+        _, cache = tiny_pythia.bridge.run_with_cache(enc.tokens, attention_mask=enc.mask,
+                                                     names_filter=[FINAL_NORM])
+    w_u, b_u = unembedding(tiny_pythia.bridge)
+    h = cache[FINAL_NORM][:, -1].clone().requires_grad_(True)
+    targets = torch.tensor([tiny_pythia.tokenizer(" red")["input_ids"][0]] * 2)
+    loss = torch.nn.functional.cross_entropy(h @ w_u + b_u, targets, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, h)
+    values = correction_values(w_u, (h @ w_u + b_u).detach(), targets)
+    torch.testing.assert_close(values, -grad, rtol=1e-4, atol=1e-5)
+
+
+def test_vectorized_values_match_a_loop():
+    gen = torch.Generator().manual_seed(0)
+    w_u = torch.randn(8, 20, generator=gen)
+    logits = torch.randn(5, 20, generator=gen)
+    targets = torch.tensor([0, 3, 3, 19, 7])
+    loop = torch.stack([
+        w_u[:, int(t)] - sum(torch.softmax(z, -1)[j] * w_u[:, j] for j in range(20))
+        for z, t in zip(logits, targets, strict=True)
+    ])
+    torch.testing.assert_close(correction_values(w_u, logits, targets), loop)
