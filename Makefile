@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fmi-installed
 MODEL ?= auto
 
-.PHONY: install assets test test-slow lint typecheck check recall clean
+
+.PHONY: install assets test test-fast lint typecheck check recall clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,10 +22,10 @@ assets: $(STAMP)
 	$(BIN)/python -m fmi.assets
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
-	FMI_SLOW=1 $(BIN)/python -m pytest -q -m slow
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check fmi tests analyses

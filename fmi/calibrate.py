@@ -46,9 +46,16 @@ class Fitted:
         }
 
 
-def make_memory(model, written: Written, fitted_encoder: KeyEncoder, *, alpha: float,
-                inject_site: str, thresholds: dict[str, float] | None = None,
-                dual_weights: Tensor | None = None) -> FastMemory:
+def make_memory(
+    model,
+    written: Written,
+    fitted_encoder: KeyEncoder,
+    *,
+    alpha: float,
+    inject_site: str,
+    thresholds: dict[str, float] | None = None,
+    dual_weights: Tensor | None = None,
+) -> FastMemory:
     """Assemble a ``FastMemory`` from written keys and values and a fitted encoder."""
     return FastMemory(
         model_name=model.name,
@@ -69,16 +76,28 @@ def make_memory(model, written: Written, fitted_encoder: KeyEncoder, *, alpha: f
 
 def read_queries(model, queries: QuerySet, encoder_sites: tuple[str, str], batch: int) -> Collected:
     """One frozen forward over every query prompt, caching the two key sites."""
-    return collect(model.bridge, model.tokenizer, queries.texts, list(dict.fromkeys(encoder_sites)),
-                   batch_size=batch)
+    return collect(
+        model.bridge,
+        model.tokenizer,
+        queries.texts,
+        list(dict.fromkeys(encoder_sites)),
+        batch_size=batch,
+    )
 
 
 def _fit_standardizer(acts: list[Tensor], content: list[Tensor]) -> Standardizer:
     return Standardizer.fit(torch.cat([a[c] for a, c in zip(acts, content, strict=True)]))
 
 
-def _fit_projector(written: Written, got: Collected, qs: QuerySet, std: Standardizer,
-                   site: str, cfg: RecallConfig, rows: list[int] | None = None) -> Tensor:
+def _fit_projector(
+    written: Written,
+    got: Collected,
+    qs: QuerySet,
+    std: Standardizer,
+    site: str,
+    cfg: RecallConfig,
+    rows: list[int] | None = None,
+) -> Tensor:
     """Train the projector on the query prompts ``rows`` (default: all) and their entries."""
     rows = list(range(len(qs.texts))) if rows is None else rows
     queries, mask = pad_queries([std(got.acts[site][i][got.content[i]]) for i in rows])
@@ -87,8 +106,9 @@ def _fit_projector(written: Written, got: Collected, qs: QuerySet, std: Standard
     return train_projector(keys, queries, mask, targets, cfg.projector, cfg.seed)
 
 
-def _crossfit_projected(memory: FastMemory, written: Written, got: Collected, qs: QuerySet,
-                        site: str, cfg: RecallConfig) -> Tensor:
+def _crossfit_projected(
+    memory: FastMemory, written: Written, got: Collected, qs: QuerySet, site: str, cfg: RecallConfig
+) -> Tensor:
     """Projected scores where each query is scored by a projector trained without its symbol.
 
     Training symbols are split in two folds (unrelated prompts alternate); a projector fitted on
@@ -103,13 +123,17 @@ def _crossfit_projected(memory: FastMemory, written: Written, got: Collected, qs
     for f in (0, 1):
         train_rows = [i for i in range(len(fold)) if fold[i] != f]
         projector = _fit_projector(written, got, qs, std, site, cfg, train_rows)
-        encoder = KeyEncoder(site, memory.encoder.token_site, std, memory.encoder.token_std,
-                             projector)
+        encoder = KeyEncoder(
+            site, memory.encoder.token_site, std, memory.encoder.token_std, projector
+        )
         held = [i for i in range(len(fold)) if fold[i] == f]
         fold_memory = make_memory_like(memory, encoder)
-        scores = score_queries(fold_memory, [got.acts[site][i] for i in held],
-                               [got.acts[memory.encoder.token_site][i] for i in held],
-                               [got.content[i] for i in held])
+        scores = score_queries(
+            fold_memory,
+            [got.acts[site][i] for i in held],
+            [got.acts[memory.encoder.token_site][i] for i in held],
+            [got.content[i] for i in held],
+        )
         assert scores.projected is not None
         out[held] = scores.projected
     return out
@@ -141,8 +165,9 @@ def threshold_between(pos: np.ndarray, neg: np.ndarray, false_accept: float) -> 
     return (floor + float(above.min())) / 2 if len(above) else floor + 1e-6
 
 
-def _thresholds(memory: FastMemory, scores: QueryScores, qs: QuerySet,
-                false_accept: float) -> tuple[dict[str, float], dict[str, float]]:
+def _thresholds(
+    memory: FastMemory, scores: QueryScores, qs: QuerySet, false_accept: float
+) -> tuple[dict[str, float], dict[str, float]]:
     entry = torch.tensor(qs.entry)
     positive = entry >= 0
     read = torch.tensor([k == "read" for k in qs.kinds])
@@ -151,8 +176,12 @@ def _thresholds(memory: FastMemory, scores: QueryScores, qs: QuerySet,
     for mode in MODES:
         best, idx = mode_scores(mode, scores, memory, qs.gate).max(dim=1)
         if mode == "average":
-            right = torch.tensor([e >= 0 and symbols[i] == symbols[e]
-                                  for i, e in zip(idx.tolist(), qs.entry, strict=True)])
+            right = torch.tensor(
+                [
+                    e >= 0 and symbols[i] == symbols[e]
+                    for i, e in zip(idx.tolist(), qs.entry, strict=True)
+                ]
+            )
         else:
             right = idx == entry
         pos = best[positive & right].numpy()
@@ -161,8 +190,9 @@ def _thresholds(memory: FastMemory, scores: QueryScores, qs: QuerySet,
     return thresholds, retrieval
 
 
-def _calibrate_alpha(model, written: Written, qs: QuerySet, cfg: RecallConfig) -> tuple[
-        float, float, dict[float, float]]:
+def _calibrate_alpha(
+    model, written: Written, qs: QuerySet, cfg: RecallConfig
+) -> tuple[float, float, dict[float, float]]:
     """Pick rho (injected norm as a fraction of the answer-position norm) with oracle retrieval on
     training read prompts: one grid step above the smallest rho that reaches the best accuracy."""
     reads = qs.index("read")[: cfg.calibration_prompts]
@@ -173,8 +203,14 @@ def _calibrate_alpha(model, written: Written, qs: QuerySet, cfg: RecallConfig) -
     scale = float(written.answer_norms.median() / written.values.norm(dim=-1).median())
     curve = {}
     for rho in cfg.rho_grid:
-        out = greedy(model, texts, site=cfg.inject_site, deltas=rho * scale * values,
-                     max_new_tokens=1, batch_size=cfg.batch_size)
+        out = greedy(
+            model,
+            texts,
+            site=cfg.inject_site,
+            deltas=rho * scale * values,
+            max_new_tokens=1,
+            batch_size=cfg.batch_size,
+        )
         curve[rho] = float(np.mean([t[0] == y for t, y in zip(out.tokens, targets, strict=True)]))
     grid = sorted(curve)
     best = max(curve.values())
@@ -187,8 +223,15 @@ def fit(model, train_split, cfg: RecallConfig) -> Fitted:
     """Fit every calibrated part of the memory on ``train_split`` (training symbols only)."""
     sym_site, tok_site = cfg.sites(int(model.bridge.cfg.n_layers))
     entries = unique_bindings(train_split.bindings)
-    written = write(model, entries, train_split.templates, symbol_site=sym_site,
-                    token_site=tok_site, inject_site=cfg.inject_site, batch_size=cfg.batch_size)
+    written = write(
+        model,
+        entries,
+        train_split.templates,
+        symbol_site=sym_site,
+        token_site=tok_site,
+        inject_site=cfg.inject_site,
+        batch_size=cfg.batch_size,
+    )
     qs = build_queries(train_split, entries)
     got = read_queries(model, qs, (sym_site, tok_site), cfg.batch_size)
     sym_std = _fit_standardizer(got.acts[sym_site], got.content)
@@ -198,8 +241,9 @@ def fit(model, train_split, cfg: RecallConfig) -> Fitted:
     memory = make_memory(model, written, encoder, alpha=1.0, inject_site=cfg.inject_site)
     scores = score_queries(memory, got.acts[sym_site], got.acts[tok_site], got.content)
     memory.dual_weights = _fit_dual_weights(scores, qs, cfg.seed)
-    crossfit = replace(scores, projected=_crossfit_projected(memory, written, got, qs, sym_site,
-                                                              cfg))
+    crossfit = replace(
+        scores, projected=_crossfit_projected(memory, written, got, qs, sym_site, cfg)
+    )
     thresholds, retrieval = _thresholds(memory, crossfit, qs, cfg.false_accept)
     rho, alpha, curve = _calibrate_alpha(model, written, qs, cfg)
     return Fitted(encoder, thresholds, memory.dual_weights, rho, alpha, curve, retrieval)

@@ -15,8 +15,10 @@ def _models(_: argparse.Namespace) -> int:
 
     for info in list_models():
         state = "available" if info.available else "unavailable"
-        print(f"{info.name:<18} {state:<12} {info.description}"
-              + ("" if info.available else f"  ({info.reason})"))
+        print(
+            f"{info.name:<18} {state:<12} {info.description}"
+            + ("" if info.available else f"  ({info.reason})")
+        )
     return 0
 
 
@@ -28,14 +30,22 @@ def _recall(args: argparse.Namespace) -> int:
     from fmi.table import recall_table
 
     modes = tuple(check_modes([m.strip() for m in args.modes.split(",") if m.strip()]))
-    cfg = RecallConfig(model=args.model, task=args.task, modes=modes, seed=args.seed,
-                       n_train=args.n_train, n_eval=args.n_eval)
+    cfg = RecallConfig(
+        model=args.model,
+        task=args.task,
+        modes=modes,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_eval=args.n_eval,
+    )
     task = task_for(cfg)
     model = load_model(args.model, seed=args.seed)
     doc = run_recall(model, task, cfg, progress=not args.quiet)
-    print(f"model {doc['model']} | task {doc['task']} | seed {args.seed} | "
-          f"alpha {doc['fitted']['alpha']:.3g} (rho {doc['fitted']['rho']}) | "
-          f"{doc['header']['wall_seconds']} s")
+    print(
+        f"model {doc['model']} | task {doc['task']} | seed {args.seed} | "
+        f"alpha {doc['fitted']['alpha']:.3g} (rho {doc['fitted']['rho']}) | "
+        f"{doc['header']['wall_seconds']} s"
+    )
     print(recall_table(doc))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -57,9 +67,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
     r.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--n-train", type=int, default=defaults.n_train,
-                   help="training symbols (builtin task)")
-    r.add_argument("--n-eval", type=int, default=defaults.n_eval, help="held-out symbols (builtin task)")
+    r.add_argument(
+        "--n-train", type=int, default=defaults.n_train, help="training symbols (builtin task)"
+    )
+    r.add_argument(
+        "--n-eval", type=int, default=defaults.n_eval, help="held-out symbols (builtin task)"
+    )
     r.add_argument("--json", help="write the results document here")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     return p

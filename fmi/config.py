@@ -49,8 +49,14 @@ class RecallConfig:
             raise ConfigError(f"false_accept must be in [0, 1), got {self.false_accept}")
         if not self.rho_grid or min(self.rho_grid) <= 0:
             raise ConfigError(f"rho_grid must be positive values, got {self.rho_grid}")
-        for name in ("max_new_tokens", "batch_size", "n_bootstrap", "n_train", "n_eval",
-                     "calibration_prompts"):
+        for name in (
+            "max_new_tokens",
+            "batch_size",
+            "n_bootstrap",
+            "n_train",
+            "n_eval",
+            "calibration_prompts",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 

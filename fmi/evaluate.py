@@ -31,8 +31,15 @@ class Outputs:
     picks: list[int]
 
 
-def _injected_outputs(model, qs: QuerySet, decisions: dict[str, Decision], base: Generated,
-                      memory, label_ids: torch.Tensor, cfg: RecallConfig) -> dict[str, Outputs]:
+def _injected_outputs(
+    model,
+    qs: QuerySet,
+    decisions: dict[str, Decision],
+    base: Generated,
+    memory,
+    label_ids: torch.Tensor,
+    cfg: RecallConfig,
+) -> dict[str, Outputs]:
     """Decode each distinct (query, injected entry) once and assemble every mode's outputs."""
     symbols = memory.symbols()
     jobs: dict[tuple[int, str], torch.Tensor] = {}
@@ -49,9 +56,15 @@ def _injected_outputs(model, qs: QuerySet, decisions: dict[str, Decision], base:
     order = list(jobs)
     done: dict[tuple[int, str], tuple[tuple[int, ...], int]] = {}
     if order:
-        gen = greedy(model, [qs.texts[q] for q, _ in order], site=memory.inject_site,
-                     deltas=torch.stack([jobs[k] for k in order]), label_ids=label_ids,
-                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        gen = greedy(
+            model,
+            [qs.texts[q] for q, _ in order],
+            site=memory.inject_site,
+            deltas=torch.stack([jobs[k] for k in order]),
+            label_ids=label_ids,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+        )
         done = {k: (t, p) for k, t, p in zip(order, gen.tokens, gen.label_pick, strict=True)}
     out = {}
     for mode, ks in keys.items():
@@ -61,8 +74,9 @@ def _injected_outputs(model, qs: QuerySet, decisions: dict[str, Decision], base:
     return out
 
 
-def _hits(model, qs: QuerySet, entries, labels: list[str], out: Outputs,
-          base: Generated) -> dict[str, list[bool]]:
+def _hits(
+    model, qs: QuerySet, entries, labels: list[str], out: Outputs, base: Generated
+) -> dict[str, list[bool]]:
     """0/1 outcomes per metric for one mode's outputs.
 
     ``write``/``read`` are word-level greedy exact match: the continuation's first word must be
@@ -86,52 +100,83 @@ def _hits(model, qs: QuerySet, entries, labels: list[str], out: Outputs,
             hits[f"{kind}_label"].append(labels[out.picks[q]] == label)
             hits[f"{kind}_token"].append(out.tokens[q][:1] == (entry.target,))
         elif kind == "plain":
-            hits["plain"].append(words[q] in bound[qs.symbol[q]])
+            symbol = qs.symbol[q]
+            assert symbol is not None  # plain prompts always name a symbol
+            hits["plain"].append(words[q] in bound[symbol])
         else:
             hits["unrelated"].append(words[q] in every)
             hits["unrelated_changed"].append(out.tokens[q] != base.tokens[q])
     return hits
 
 
-def _summary(hits: dict[str, list[bool]], decision: Decision | None, qs: QuerySet,
-             cfg: RecallConfig) -> dict:
+def _summary(
+    hits: dict[str, list[bool]], decision: Decision | None, qs: QuerySet, cfg: RecallConfig
+) -> dict:
     row: dict = {m: rate(hits[m]) for m in METRICS}
     row["label_restricted"] = {k: rate(hits[f"{k}_label"]) for k in ("write", "read")}
     row["first_token"] = {k: rate(hits[f"{k}_token"]) for k in ("write", "read")}
     row["n"] = len(hits["read"])
     row["n_by_metric"] = {m: len(hits[m]) for m in METRICS}
-    row["ci95"] = {m: bootstrap_ci(np.array(hits[m], dtype=float), cfg.n_bootstrap, cfg.seed)
-                   for m in METRICS}
+    row["ci95"] = {
+        m: bootstrap_ci(np.array(hits[m], dtype=float), cfg.n_bootstrap, cfg.seed) for m in METRICS
+    }
     if decision is not None:
         row["retrieval"] = rate([int(decision.entry[q]) == qs.entry[q] for q in qs.index("read")])
-        row["fired"] = {k: rate([bool(decision.entry[q] >= 0) for q in qs.index(k)])
-                        for k in ("read", "plain", "unrelated")}
+        row["fired"] = {
+            k: rate([bool(decision.entry[q] >= 0) for q in qs.index(k)])
+            for k in ("read", "plain", "unrelated")
+        }
     return row
 
 
-def evaluate_split(model, split, fitted: Fitted, cfg: RecallConfig,
-                   modes: tuple[str, ...]) -> dict[str, dict]:
+def evaluate_split(
+    model, split, fitted: Fitted, cfg: RecallConfig, modes: tuple[str, ...]
+) -> dict[str, dict]:
     """Every mode's metrics on one split, plus the memory-free baseline as mode ``none``."""
     entries = unique_bindings(split.bindings)
     enc = fitted.encoder
-    written = write(model, entries, split.templates, symbol_site=enc.symbol_site,
-                    token_site=enc.token_site, inject_site=cfg.inject_site,
-                    batch_size=cfg.batch_size)
-    memory = make_memory(model, written, enc, alpha=fitted.alpha, inject_site=cfg.inject_site,
-                         thresholds=fitted.thresholds, dual_weights=fitted.dual_weights)
+    written = write(
+        model,
+        entries,
+        split.templates,
+        symbol_site=enc.symbol_site,
+        token_site=enc.token_site,
+        inject_site=cfg.inject_site,
+        batch_size=cfg.batch_size,
+    )
+    memory = make_memory(
+        model,
+        written,
+        enc,
+        alpha=fitted.alpha,
+        inject_site=cfg.inject_site,
+        thresholds=fitted.thresholds,
+        dual_weights=fitted.dual_weights,
+    )
     qs = build_queries(split, entries)
     got = read_queries(model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
-    scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site],
-                           got.content)
+    scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content)
     labels = sorted({e.label for e in written.entries})
     target_of = {e.label: e.target for e in written.entries}
     label_ids = torch.tensor([target_of[lab] for lab in labels])
-    base = greedy(model, qs.texts, site=cfg.inject_site, label_ids=label_ids,
-                  max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    base = greedy(
+        model,
+        qs.texts,
+        site=cfg.inject_site,
+        label_ids=label_ids,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+    )
     decisions = {m: decide(m, scores, memory, gate=qs.gate) for m in modes}
     outputs = _injected_outputs(model, qs, decisions, base, memory, label_ids, cfg)
-    results = {"none": _summary(_hits(model, qs, written.entries, labels, Outputs(base.tokens,
-                                base.label_pick), base), None, qs, cfg)}
+    results = {
+        "none": _summary(
+            _hits(model, qs, written.entries, labels, Outputs(base.tokens, base.label_pick), base),
+            None,
+            qs,
+            cfg,
+        )
+    }
     for mode in modes:
         hits = _hits(model, qs, written.entries, labels, outputs[mode], base)
         results[mode] = _summary(hits, decisions[mode], qs, cfg)
@@ -142,6 +187,9 @@ def evaluate_split(model, split, fitted: Fitted, cfg: RecallConfig,
 
 def _symbol_retrieval(decision: Decision, qs: QuerySet, memory) -> float:
     symbols = memory.symbols()
-    return rate([int(decision.entry[q]) >= 0
-                 and symbols[int(decision.entry[q])] == symbols[qs.entry[q]]
-                 for q in qs.index("read")])
+    return rate(
+        [
+            int(decision.entry[q]) >= 0 and symbols[int(decision.entry[q])] == symbols[qs.entry[q]]
+            for q in qs.index("read")
+        ]
+    )

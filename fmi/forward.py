@@ -43,12 +43,12 @@ def collect(
     """
     out = Collected(acts={s: [] for s in sites})
     wanted = set(sites)
-    layers = [layer_of(s) for s in sites]
+    layers = [layer for layer in (layer_of(s) for s in sites) if layer is not None]
     # Without logits to reduce, stop after the last block a site needs; otherwise compute the
     # unembedding at the answer position only (Gemma-3's 262k-token vocabulary dominates a
     # 270M-parameter model's cost when applied at every position).
-    if reduce_last is None and all(layer is not None for layer in layers):
-        limit = {"stop_at_layer": max(layers) + 1}  # type: ignore[type-var]
+    if reduce_last is None and len(layers) == len(sites):
+        limit = {"stop_at_layer": max(layers) + 1}
     else:
         limit = {"logits_to_keep": 1}
     for start in range(0, len(texts), batch_size):
@@ -57,8 +57,9 @@ def collect(
         logits, cache = bridge.run_with_cache(
             enc.tokens, attention_mask=enc.mask, names_filter=lambda n: n in wanted, **limit
         )
-        out.content.extend(enc.content[row, enc.tokens.shape[1] - n :].clone()
-                           for row, n in enumerate(enc.lengths))
+        out.content.extend(
+            enc.content[row, enc.tokens.shape[1] - n :].clone() for row, n in enumerate(enc.lengths)
+        )
         for site in sites:
             act = cache[site]
             for row, n in enumerate(enc.lengths):

@@ -227,7 +227,7 @@ def _tiny_config(name: str) -> Any:
     """The HF config of one tiny model."""
     from transformers import Gemma3TextConfig, GPTNeoXConfig
 
-    neox = {
+    neox: dict[str, Any] = {
         "vocab_size": 50304,
         "rotary_pct": 0.25,
         "max_position_embeddings": 2048,
@@ -255,7 +255,9 @@ def _tiny_config(name: str) -> Any:
             intermediate_size=2048,
             **neox,
         )
-    return Gemma3TextConfig(
+    # attn_implementation is not a dataclass field: transformers wraps the config's __init__ to
+    # forward extra kwargs to __post_init__, which mypy cannot see.
+    return Gemma3TextConfig(  # type: ignore[call-arg]
         vocab_size=50304,
         hidden_size=64,
         num_hidden_layers=2,

@@ -70,11 +70,7 @@ def span_tokens(tokenizer, text: str, span: tuple[int, int]) -> list[int]:
     """Unpadded indices of the tokens of ``text`` that overlap the character ``span``."""
     enc = tokenizer(text, return_offsets_mapping=True)
     lo, hi = span
-    hits = [
-        i
-        for i, (a, b) in enumerate(enc["offset_mapping"])
-        if b > a and a < hi and b > lo
-    ]
+    hits = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < hi and b > lo]
     if not hits:
         raise ValueError(f"no token of {text!r} covers characters {lo}..{hi}")
     return hits

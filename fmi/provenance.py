@@ -8,8 +8,18 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("fmi", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn", "gguf",
-            "plotly", "circuitsvis", "safetensors")
+PACKAGES = (
+    "fmi",
+    "torch",
+    "transformer-lens",
+    "transformers",
+    "numpy",
+    "scikit-learn",
+    "gguf",
+    "plotly",
+    "circuitsvis",
+    "safetensors",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -26,10 +36,21 @@ def git_revision() -> str:
     """``<sha>`` of the checkout fmi runs from, with ``-dirty`` when it has uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fmi.tasks import Binding
 
 KINDS = ("write", "read", "plain", "unrelated")
 
@@ -46,7 +50,7 @@ def build_queries(split, entries) -> QuerySet:
         (t.prompt("read", b), "read", where[(b.context, b.symbol)], b.symbol, b.context)
         for b in split.bindings
     ]
-    first = {}
+    first: dict[str, Binding] = {}
     for b in entries:
         first.setdefault(b.symbol, b)
     rows += [(t.prompt("plain", b), "plain", -1, s, None) for s, b in first.items()]

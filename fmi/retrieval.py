@@ -103,8 +103,10 @@ def mode_scores(
         if gate is None:
             raise ConfigError("context_gate needs the query's context")
         # the oracle gate opens the bank of the context the prompt names; none named, none open
-        allowed = torch.tensor([[g is not None and e.context == g for e in memory.entries]
-                                for g in gate], dtype=torch.bool).reshape(len(gate), len(memory))
+        allowed = torch.tensor(
+            [[g is not None and e.context == g for e in memory.entries] for g in gate],
+            dtype=torch.bool,
+        ).reshape(len(gate), len(memory))
         return scores.projected.masked_fill(~allowed, float("-inf"))
     if mode == "dual_key":
         return scores.symbol.clamp_min(0) * scores.context.clamp_min(0)

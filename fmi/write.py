@@ -58,8 +58,9 @@ def write(
         return correction_values(w_u, last_logits, targets[rows])
 
     sites = list(dict.fromkeys([symbol_site, token_site, inject_site]))
-    got = collect(model.bridge, tok, list(prompts), sites, batch_size=batch_size,
-                  reduce_last=values_of)
+    got = collect(
+        model.bridge, tok, list(prompts), sites, batch_size=batch_size, reduce_last=values_of
+    )
     sym_keys, tok_keys, owner, role = [], [], [], []
     for i, (text, span) in enumerate(zip(prompts, spans, strict=True)):
         sym_idx = span_tokens(tok, text, span["symbol"])
@@ -70,8 +71,7 @@ def write(
             owner.append(i)
             role.append(r)
     entries = [
-        Entry(b.context, b.symbol, b.label, int(t))
-        for b, t in zip(bindings, targets, strict=True)
+        Entry(b.context, b.symbol, b.label, int(t)) for b, t in zip(bindings, targets, strict=True)
     ]
     return Written(
         entries=entries,

@@ -30,22 +30,33 @@ def test_unknown_mode_lists_modes(capsys):
 
 def test_multi_token_label_is_named(capsys, tmp_path):
     path = tmp_path / "task.json"
-    path.write_text(json.dumps({
-        "name": "bad-label",
-        "bindings": [{"context": "game A", "symbol": "dax", "label": "turquoise"},
-                     {"context": "game B", "symbol": "dax", "label": "red"}],
-        "unrelated": ["Question: what is the capital of France? Answer:"],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "name": "bad-label",
+                "bindings": [
+                    {"context": "game A", "symbol": "dax", "label": "turquoise"},
+                    {"context": "game B", "symbol": "dax", "label": "red"},
+                ],
+                "unrelated": ["Question: what is the capital of France? Answer:"],
+            }
+        )
+    )
     code, _, err = _run(capsys, ["recall", *TINY, "--task", str(path)])
     assert code == 2 and "turquoise" in err and "one token" in err
 
 
-@pytest.mark.parametrize("content, field", [
-    ("{not json", "line 1"),
-    ('{"name": "x", "bindings": [], "unrelated": ["q?"]}', "bindings"),
-    ('{"name": "x", "bindings": [{"context": "c", "symbol": "s"}], "unrelated": ["q"]}',
-     "bindings[0]: missing key 'label'"),
-])
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        ("{not json", "line 1"),
+        ('{"name": "x", "bindings": [], "unrelated": ["q?"]}', "bindings"),
+        (
+            '{"name": "x", "bindings": [{"context": "c", "symbol": "s"}], "unrelated": ["q"]}',
+            "bindings[0]: missing key 'label'",
+        ),
+    ],
+)
 def test_malformed_task_file_names_file_and_field(capsys, tmp_path, content, field):
     path = tmp_path / "broken.json"
     path.write_text(content)
@@ -60,8 +71,19 @@ def test_missing_task_file(capsys, tmp_path):
 
 def test_task_file_runs_one_split_named_file(capsys, tmp_path):
     out = tmp_path / "r.json"
-    code, stdout, _ = _run(capsys, ["recall", *TINY, "--task", "examples/task_file.json",
-                                    "--modes", "both_top1,dual_key", "--json", str(out)])
+    code, stdout, _ = _run(
+        capsys,
+        [
+            "recall",
+            *TINY,
+            "--task",
+            "examples/task_file.json",
+            "--modes",
+            "both_top1,dual_key",
+            "--json",
+            str(out),
+        ],
+    )
     assert code == 0 and "[file]" in stdout
     doc = json.loads(out.read_text())
     assert list(doc["results"]["dual_key"]) == ["file"]

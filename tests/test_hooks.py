@@ -16,8 +16,9 @@ SITES = [resid(0, "pre"), resid(1, "pre"), resid(1, "post"), FINAL_NORM]
 def _all_resid(bridge, enc, hooks=()):
     names = set(SITES)
     with bridge.hooks(fwd_hooks=list(hooks)):
-        logits, cache = bridge.run_with_cache(enc.tokens, attention_mask=enc.mask,
-                                              names_filter=lambda n: n in names)
+        logits, cache = bridge.run_with_cache(
+            enc.tokens, attention_mask=enc.mask, names_filter=lambda n: n in names
+        )
     return logits, {s: cache[s] for s in SITES}
 
 
@@ -43,8 +44,9 @@ def test_add_changes_exactly_site_and_positions(fixture, request):
     for row in range(2):  # real tokens only: padding rows' outputs are never read
         before = slice(int(enc.pad[row]), int(pos[row]))
         for later in (resid(1, "post"), FINAL_NORM):
-            torch.testing.assert_close(hooked[later][row, before], clean[later][row, before],
-                                       rtol=0, atol=1e-5)
+            torch.testing.assert_close(
+                hooked[later][row, before], clean[later][row, before], rtol=0, atol=1e-5
+            )
 
 
 def test_inactive_rows_are_untouched(tiny_neox):
@@ -75,8 +77,14 @@ def test_kv_cache_steps_track_absolute_positions(tiny_neox):
         return out
 
     with bridge.hooks(fwd_hooks=[(site, spy)]):
-        bridge.generate(enc.tokens, max_new_tokens=4, do_sample=False, verbose=False,
-                        stop_at_eos=False, use_past_kv_cache=True)
+        bridge.generate(
+            enc.tokens,
+            max_new_tokens=4,
+            do_sample=False,
+            verbose=False,
+            stop_at_eos=False,
+            use_past_kv_cache=True,
+        )
     assert [s[0][1] for s in seen] == [width, 1, 1, 1]
     changed = [i for i, (_, diff) in enumerate(seen) if diff > 0]
     assert changed == [2]  # absolute position width + 1 is the second generated step's input
@@ -91,9 +99,16 @@ def test_kv_cache_and_full_recompute_agree(tiny_neox):
     outs = []
     for cached in (True, False):
         with bridge.hooks(fwd_hooks=[(FINAL_NORM, add_at_positions(delta, pos))]):
-            outs.append(bridge.generate(enc.tokens, max_new_tokens=4, do_sample=False,
-                                        verbose=False, stop_at_eos=False,
-                                        use_past_kv_cache=cached))
+            outs.append(
+                bridge.generate(
+                    enc.tokens,
+                    max_new_tokens=4,
+                    do_sample=False,
+                    verbose=False,
+                    stop_at_eos=False,
+                    use_past_kv_cache=cached,
+                )
+            )
     assert torch.equal(outs[0], outs[1])
 
 
@@ -109,13 +124,16 @@ def test_no_hook_left_after_exception(tiny_neox):
     def boom(act, hook):
         raise RuntimeError("inside the hooked run")
 
-    with pytest.raises(RuntimeError, match="inside the hooked run"), \
-            bridge.hooks(fwd_hooks=[(resid(1, "post"), boom)]):
+    with (
+        pytest.raises(RuntimeError, match="inside the hooked run"),
+        bridge.hooks(fwd_hooks=[(resid(1, "post"), boom)]),
+    ):
         bridge(enc.tokens, attention_mask=enc.mask)
     assert _n_hooks(bridge) == before
     # and the model runs clean afterwards
-    torch.testing.assert_close(bridge(enc.tokens, attention_mask=enc.mask),
-                               bridge(enc.tokens, attention_mask=enc.mask))
+    torch.testing.assert_close(
+        bridge(enc.tokens, attention_mask=enc.mask), bridge(enc.tokens, attention_mask=enc.mask)
+    )
 
 
 def test_bad_shapes_and_sites_are_named(tiny_neox):

@@ -35,8 +35,9 @@ def test_standardizer_centres_and_scales():
 
 
 def test_field_spans_locate_symbol_and_context(tiny_pythia):
-    text, spans = field_spans("In {context}, {symbol} means", {"context": "game A",
-                                                               "symbol": "blicket"})
+    text, spans = field_spans(
+        "In {context}, {symbol} means", {"context": "game A", "symbol": "blicket"}
+    )
     assert text == "In game A, blicket means"
     assert text[slice(*spans["symbol"])] == "blicket"
     tok = tiny_pythia.tokenizer

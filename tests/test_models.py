@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -146,18 +145,3 @@ def test_checksum_stable_and_sensitive() -> None:
     with torch.no_grad():
         next(model.hf_model.parameters()).view(-1)[0] += 1.0
     assert parameter_checksum(model) != first
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("FMI_SLOW") != "1", reason="set FMI_SLOW=1 to load real models")
-@pytest.mark.parametrize("name", ["gemma-3-270m", "smollm2-135m"])
-def test_real_offline_models_load(name: str) -> None:
-    lines: list[str] = []
-    model = load_model(name, announce=lines.append)
-    assert lines and all("\n" not in line for line in lines)
-    assert model.name == name and model.to_dict()["tied_embeddings"] is True
-    tokens = model.tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        logits = model.bridge(tokens)
-    assert logits.shape[-1] == model.bridge.cfg.d_vocab
-    assert torch.isfinite(logits).all()

@@ -17,8 +17,14 @@ from fmi.recall import run_recall
 from fmi.tasks import builtin_task
 from fmi.write import write
 
-SMALL = dict(n_train=6, n_eval=3, n_bootstrap=50, calibration_prompts=8,
-             rho_grid=(0.2, 0.8), projector=ProjectorConfig(dim=16, steps=20))
+SMALL = dict(
+    n_train=6,
+    n_eval=3,
+    n_bootstrap=50,
+    calibration_prompts=8,
+    rho_grid=(0.2, 0.8),
+    projector=ProjectorConfig(dim=16, steps=20),
+)
 
 
 def _cfg(**kw) -> RecallConfig:
@@ -64,19 +70,36 @@ def test_memory_save_load_round_trip_and_refusal(tiny_neox, tiny_gemma, task, tm
     cfg = _cfg()
     fitted = fit(tiny_neox, task.train, cfg)
     split = task.split("same")
-    written = write(tiny_neox, list(split.bindings), split.templates,
-                    symbol_site=fitted.encoder.symbol_site, token_site=fitted.encoder.token_site,
-                    inject_site=cfg.inject_site)
-    memory = make_memory(tiny_neox, written, fitted.encoder, alpha=fitted.alpha,
-                         inject_site=cfg.inject_site, thresholds=fitted.thresholds,
-                         dual_weights=fitted.dual_weights)
+    written = write(
+        tiny_neox,
+        list(split.bindings),
+        split.templates,
+        symbol_site=fitted.encoder.symbol_site,
+        token_site=fitted.encoder.token_site,
+        inject_site=cfg.inject_site,
+    )
+    memory = make_memory(
+        tiny_neox,
+        written,
+        fitted.encoder,
+        alpha=fitted.alpha,
+        inject_site=cfg.inject_site,
+        thresholds=fitted.thresholds,
+        dual_weights=fitted.dual_weights,
+    )
     path = tmp_path / "mem.safetensors"
     memory.save(path)
     back = FastMemory.load(path, tiny_neox)
     assert back.entries == memory.entries and back.thresholds == memory.thresholds
     assert back.alpha == memory.alpha and back.inject_site == memory.inject_site
-    for name in ("values", "symbol_keys", "token_keys", "token_owner", "token_role",
-                 "dual_weights"):
+    for name in (
+        "values",
+        "symbol_keys",
+        "token_keys",
+        "token_owner",
+        "token_role",
+        "dual_weights",
+    ):
         assert torch.equal(getattr(back, name), getattr(memory, name))
     assert torch.equal(back.encoder.projector, memory.encoder.projector)
     with pytest.raises(MemoryMismatchError, match="tiny-neox.*tiny-gemma"):

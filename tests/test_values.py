@@ -32,8 +32,9 @@ def test_pythia_unembedding_is_untied(tiny_pythia):
 def test_value_is_the_negative_cross_entropy_gradient(tiny_pythia):
     enc = encode(tiny_pythia.tokenizer, ["In game A, blicket means", "Question: what is dax?"])
     with torch.inference_mode():
-        _, cache = tiny_pythia.bridge.run_with_cache(enc.tokens, attention_mask=enc.mask,
-                                                     names_filter=[FINAL_NORM])
+        _, cache = tiny_pythia.bridge.run_with_cache(
+            enc.tokens, attention_mask=enc.mask, names_filter=[FINAL_NORM]
+        )
     w_u, b_u = unembedding(tiny_pythia.bridge)
     h = cache[FINAL_NORM][:, -1].clone().requires_grad_(True)
     targets = torch.tensor([tiny_pythia.tokenizer(" red")["input_ids"][0]] * 2)
@@ -48,8 +49,10 @@ def test_vectorized_values_match_a_loop():
     w_u = torch.randn(8, 20, generator=gen)
     logits = torch.randn(5, 20, generator=gen)
     targets = torch.tensor([0, 3, 3, 19, 7])
-    loop = torch.stack([
-        w_u[:, int(t)] - sum(torch.softmax(z, -1)[j] * w_u[:, j] for j in range(20))
-        for z, t in zip(logits, targets, strict=True)
-    ])
+    loop = torch.stack(
+        [
+            w_u[:, int(t)] - sum(torch.softmax(z, -1)[j] * w_u[:, j] for j in range(20))
+            for z, t in zip(logits, targets, strict=True)
+        ]
+    )
     torch.testing.assert_close(correction_values(w_u, logits, targets), loop)
