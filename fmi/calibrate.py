@@ -74,6 +74,32 @@ def make_memory(
     )
 
 
+def write_memory(
+    model, bindings, templates, fitted: Fitted, cfg: RecallConfig
+) -> tuple[Written, FastMemory]:
+    """Write ``bindings`` (one frozen forward per batch) into a memory read the fitted way."""
+    enc = fitted.encoder
+    written = write(
+        model,
+        bindings,
+        templates,
+        symbol_site=enc.symbol_site,
+        token_site=enc.token_site,
+        inject_site=cfg.inject_site,
+        batch_size=cfg.batch_size,
+    )
+    memory = make_memory(
+        model,
+        written,
+        enc,
+        alpha=fitted.alpha,
+        inject_site=cfg.inject_site,
+        thresholds=fitted.thresholds,
+        dual_weights=fitted.dual_weights,
+    )
+    return written, memory
+
+
 def read_queries(model, queries: QuerySet, encoder_sites: tuple[str, str], batch: int) -> Collected:
     """One frozen forward over every query prompt, caching the two key sites."""
     return collect(

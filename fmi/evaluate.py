@@ -12,13 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fmi.calibrate import Fitted, make_memory, read_queries
+from fmi.calibrate import Fitted, read_queries, write_memory
 from fmi.config import RecallConfig
 from fmi.generate import Generated, greedy
 from fmi.metrics import answer_word, bootstrap_ci, rate
 from fmi.queries import QuerySet, build_queries, unique_bindings
 from fmi.retrieval import Decision, decide, score_queries
-from fmi.write import write
 
 METRICS = ("write", "read", "plain", "unrelated", "unrelated_changed")
 
@@ -135,24 +134,7 @@ def evaluate_split(
     """Every mode's metrics on one split, plus the memory-free baseline as mode ``none``."""
     entries = unique_bindings(split.bindings)
     enc = fitted.encoder
-    written = write(
-        model,
-        entries,
-        split.templates,
-        symbol_site=enc.symbol_site,
-        token_site=enc.token_site,
-        inject_site=cfg.inject_site,
-        batch_size=cfg.batch_size,
-    )
-    memory = make_memory(
-        model,
-        written,
-        enc,
-        alpha=fitted.alpha,
-        inject_site=cfg.inject_site,
-        thresholds=fitted.thresholds,
-        dual_weights=fitted.dual_weights,
-    )
+    written, memory = write_memory(model, entries, split.templates, fitted, cfg)
     qs = build_queries(split, entries)
     got = read_queries(model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
     scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content)

@@ -49,13 +49,3 @@ def add_at_positions(
         return out
 
     return hook
-
-
-def capture(store: dict[str, Tensor]) -> HookFn:
-    """Record the activation (detached) under its hook name; the activation passes unchanged."""
-
-    def hook(act: Tensor, hook: object) -> Tensor:
-        store[getattr(hook, "name", "?")] = act.detach()
-        return act
-
-    return hook

@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -147,13 +146,5 @@ class FastMemory:
             dual_weights=t.get("dual_weights"),
         )
 
-    def with_thresholds(self, thresholds: dict[str, float]) -> FastMemory:
-        self.thresholds = dict(thresholds)
-        return self
-
     def symbols(self) -> list[str]:
         return [e.symbol for e in self.entries]
-
-
-def empty_like_tokens(d: int) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.zeros(0, d), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from fmi.calibrate import fit, make_memory
+from fmi.calibrate import fit, write_memory
 from fmi.config import RecallConfig
 from fmi.errors import ConfigError, MemoryMismatchError
 from fmi.memory import FastMemory
@@ -15,7 +15,6 @@ from fmi.models import parameter_checksum
 from fmi.projectors import ProjectorConfig
 from fmi.recall import run_recall
 from fmi.tasks import builtin_task
-from fmi.write import write
 
 SMALL = dict(
     n_train=6,
@@ -70,23 +69,7 @@ def test_memory_save_load_round_trip_and_refusal(tiny_neox, tiny_gemma, task, tm
     cfg = _cfg()
     fitted = fit(tiny_neox, task.train, cfg)
     split = task.split("same")
-    written = write(
-        tiny_neox,
-        list(split.bindings),
-        split.templates,
-        symbol_site=fitted.encoder.symbol_site,
-        token_site=fitted.encoder.token_site,
-        inject_site=cfg.inject_site,
-    )
-    memory = make_memory(
-        tiny_neox,
-        written,
-        fitted.encoder,
-        alpha=fitted.alpha,
-        inject_site=cfg.inject_site,
-        thresholds=fitted.thresholds,
-        dual_weights=fitted.dual_weights,
-    )
+    _, memory = write_memory(tiny_neox, list(split.bindings), split.templates, fitted, cfg)
     path = tmp_path / "mem.safetensors"
     memory.save(path)
     back = FastMemory.load(path, tiny_neox)
