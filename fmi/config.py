@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from fmi.errors import ConfigError
 from fmi.projectors import ProjectorConfig
 from fmi.retrieval import MODES
-from fmi.sites import FINAL_NORM, resid
+from fmi.sites import UNEMBED_IN, resid
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class RecallConfig:
     token_depth: float = 0.15
     symbol_site: str | None = None
     token_site: str | None = None
-    inject_site: str = FINAL_NORM
+    inject_site: str = UNEMBED_IN
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     rho_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8)
     calibration_prompts: int = 64

@@ -280,7 +280,8 @@ def _tiny_config(name: str) -> Any:
 def tiny_hf_model(name: str, seed: int = 0) -> Any:
     """A tiny model's HF module with weights drawn after ``torch.manual_seed(seed)``, frozen.
 
-    The global torch RNG state is restored afterwards.
+    Norm weights are drawn too (see ``_randomize_norms``). The global torch RNG state is
+    restored afterwards.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -293,7 +294,20 @@ def tiny_hf_model(name: str, seed: int = 0) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        _randomize_norms(model)
     return _freeze(model)
+
+
+def _randomize_norms(model: Any) -> None:
+    """Give every norm a non-trivial affine (HF initialises weight 1 / 0 for LayerNorm and 0 for
+    Gemma's ``1 + w`` RMSNorm), so that tests can tell a site before the norm's scale from one
+    after it."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name.lower() or "layernorm" in name.lower():
+                param.add_(0.3 * torch.randn_like(param))
 
 
 def _freeze(module: Any) -> Any:

@@ -6,9 +6,10 @@ from transformer_lens.utilities import get_act_name
 
 from fmi.errors import ConfigError
 
-FINAL_NORM = "ln_final.hook_normalized"
-"""The final normalized residual stream: the input of the unembedding (``logits = h @ W_U + b_U``
-when no weight processing is applied). Correction values live in this space."""
+UNEMBED_IN = "unembed.hook_in"
+"""The input of the unembedding, after the final norm *and its scale*: ``logits = h @ W_U + b_U``
+(tested). Correction values live in this space. Note that ``ln_final.hook_normalized`` is not
+always the same tensor: for Gemma-3's RMSNorm the Bridge fires it before the ``(1 + w)`` scale."""
 
 
 def resid(layer: int, where: str = "post") -> str:
@@ -32,6 +33,6 @@ def check_site(bridge, site: str) -> str:
         return site
     n = bridge.cfg.n_layers
     raise ConfigError(
-        f"unknown hook site {site!r}; this model has {FINAL_NORM!r} and "
+        f"unknown hook site {site!r}; this model has {UNEMBED_IN!r} and "
         f"'blocks.{{L}}.hook_resid_pre|post' for L in 0..{n - 1}"
     )

@@ -7,10 +7,10 @@ import torch
 
 from fmi.hooks import add_at_positions
 from fmi.prompts import encode
-from fmi.sites import FINAL_NORM, check_site, resid
+from fmi.sites import UNEMBED_IN, check_site, resid
 
 TEXTS = ["In game A, blicket means", "Question: in game A, what is blicket? Answer:"]
-SITES = [resid(0, "pre"), resid(1, "pre"), resid(1, "post"), FINAL_NORM]
+SITES = [resid(0, "pre"), resid(1, "pre"), resid(1, "post"), UNEMBED_IN]
 
 
 def _all_resid(bridge, enc, hooks=()):
@@ -43,7 +43,7 @@ def test_add_changes_exactly_site_and_positions(fixture, request):
     torch.testing.assert_close(hooked[resid(0, "pre")], clean[resid(0, "pre")], rtol=0, atol=0)
     for row in range(2):  # real tokens only: padding rows' outputs are never read
         before = slice(int(enc.pad[row]), int(pos[row]))
-        for later in (resid(1, "post"), FINAL_NORM):
+        for later in (resid(1, "post"), UNEMBED_IN):
             torch.testing.assert_close(
                 hooked[later][row, before], clean[later][row, before], rtol=0, atol=1e-5
             )
@@ -98,7 +98,7 @@ def test_kv_cache_and_full_recompute_agree(tiny_neox):
     pos = torch.tensor([enc.tokens.shape[1] - 1])
     outs = []
     for cached in (True, False):
-        with bridge.hooks(fwd_hooks=[(FINAL_NORM, add_at_positions(delta, pos))]):
+        with bridge.hooks(fwd_hooks=[(UNEMBED_IN, add_at_positions(delta, pos))]):
             outs.append(
                 bridge.generate(
                     enc.tokens,
@@ -143,4 +143,4 @@ def test_bad_shapes_and_sites_are_named(tiny_neox):
 
     with pytest.raises(ConfigError, match="blocks.99.hook_resid_post"):
         check_site(tiny_neox.bridge, "blocks.99.hook_resid_post")
-    assert check_site(tiny_neox.bridge, FINAL_NORM) == FINAL_NORM
+    assert check_site(tiny_neox.bridge, UNEMBED_IN) == UNEMBED_IN

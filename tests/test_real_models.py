@@ -12,7 +12,7 @@ from fmi.config import RecallConfig
 from fmi.models import load_model, parameter_checksum
 from fmi.prompts import encode
 from fmi.recall import run_recall, task_for
-from fmi.sites import FINAL_NORM
+from fmi.sites import UNEMBED_IN
 from fmi.tasks import builtin_task, check_labels
 from fmi.values import unembedding
 
@@ -32,9 +32,9 @@ def test_loads_frozen_with_exact_unembedding_identity(real):
     assert all(not p.requires_grad for p in real.bridge.parameters())
     enc = encode(real.tokenizer, ["In game A, blicket means"])
     with torch.inference_mode():
-        logits, cache = real.bridge.run_with_cache(enc.tokens, names_filter=[FINAL_NORM])
+        logits, cache = real.bridge.run_with_cache(enc.tokens, names_filter=[UNEMBED_IN])
     w_u, b_u = unembedding(real.bridge)
-    torch.testing.assert_close(cache[FINAL_NORM] @ w_u + b_u, logits, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(cache[UNEMBED_IN] @ w_u + b_u, logits, rtol=1e-3, atol=1e-3)
     check_labels(builtin_task(seed=0), real.tokenizer)
 
 

@@ -6,21 +6,31 @@ import pytest
 import torch
 
 from fmi.prompts import encode
-from fmi.sites import FINAL_NORM
+from fmi.sites import UNEMBED_IN
 from fmi.values import correction_values, unembedding
 
 
 @pytest.mark.parametrize("fixture", ["tiny_pythia", "tiny_gemma", "tiny_neox"])
 def test_final_norm_times_unembedding_is_the_logits(fixture, request):
-    """``ln_final.hook_normalized @ W_U + b_U == logits``: the space values live in (no weight
+    """``unembed.hook_in @ W_U + b_U == logits``: the space values live in (no weight
     processing: Pythia's untied ``embed_out`` with its final LayerNorm affine applied)."""
     model = request.getfixturevalue(fixture)
     enc = encode(model.tokenizer, ["In game A, blicket means"])
     with torch.inference_mode():
-        logits, cache = model.bridge.run_with_cache(enc.tokens, names_filter=[FINAL_NORM])
+        logits, cache = model.bridge.run_with_cache(enc.tokens, names_filter=[UNEMBED_IN])
     w_u, b_u = unembedding(model.bridge)
-    torch.testing.assert_close(cache[FINAL_NORM] @ w_u + b_u, logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(cache[UNEMBED_IN] @ w_u + b_u, logits, rtol=1e-4, atol=1e-4)
     assert all(not v for v in model.processing.values())
+
+
+def test_gemma_normalized_hook_is_before_the_norm_scale(tiny_gemma):
+    """Why values use ``unembed.hook_in``: Gemma's ``ln_final.hook_normalized`` fires before the
+    RMSNorm's ``(1 + w)`` scale, so it is not the unembedding's input."""
+    enc = encode(tiny_gemma.tokenizer, ["In game A, blicket means"])
+    names = [UNEMBED_IN, "ln_final.hook_normalized"]
+    with torch.inference_mode():
+        _, cache = tiny_gemma.bridge.run_with_cache(enc.tokens, names_filter=names)
+    assert not torch.allclose(cache[names[0]], cache[names[1]], atol=1e-3)
 
 
 def test_pythia_unembedding_is_untied(tiny_pythia):
@@ -33,10 +43,10 @@ def test_value_is_the_negative_cross_entropy_gradient(tiny_pythia):
     enc = encode(tiny_pythia.tokenizer, ["In game A, blicket means", "Question: what is dax?"])
     with torch.inference_mode():
         _, cache = tiny_pythia.bridge.run_with_cache(
-            enc.tokens, attention_mask=enc.mask, names_filter=[FINAL_NORM]
+            enc.tokens, attention_mask=enc.mask, names_filter=[UNEMBED_IN]
         )
     w_u, b_u = unembedding(tiny_pythia.bridge)
-    h = cache[FINAL_NORM][:, -1].clone().requires_grad_(True)
+    h = cache[UNEMBED_IN][:, -1].clone().requires_grad_(True)
     targets = torch.tensor([tiny_pythia.tokenizer(" red")["input_ids"][0]] * 2)
     loss = torch.nn.functional.cross_entropy(h @ w_u + b_u, targets, reduction="sum")
     (grad,) = torch.autograd.grad(loss, h)
