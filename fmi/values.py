@@ -1,7 +1,8 @@
 """Memory values: the cross-entropy output correction at the answer position.
 
 For logits ``z = h @ W_U + b_U`` (``h`` the input of the unembedding, ``unembed.hook_in``: the
-residual stream after the final norm and its scale) and target ``t``, the negative gradient of ``-log softmax(z)[t]`` with respect to ``h`` is
+residual stream after the final norm and its scale) and target ``t``, the negative gradient of
+``-log softmax(z)[t]`` with respect to ``h`` is
 
     v = W_U[:, t] - W_U @ softmax(z)
 
