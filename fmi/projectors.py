@@ -22,9 +22,10 @@ class ProjectorConfig:
     lr: float = 3e-3
     temperature: float = 0.05
     weight_decay: float = 1e-4
+    batch_size: int = 256  # query prompts per step (all of them when there are fewer)
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.steps < 1 or self.lr <= 0 or self.temperature <= 0:
+        if min(self.dim, self.steps, self.batch_size) < 1 or self.lr <= 0 or self.temperature <= 0:
             raise ValueError(f"invalid projector config {self}")
 
 
@@ -38,7 +39,8 @@ def train_projector(
 ) -> Float[Tensor, "d r"]:
     """Fit ``W`` so that MaxSim of ``queries @ W`` against ``keys @ W`` picks ``targets``.
 
-    Loss: cross-entropy over all entries plus one *abstain* class, of MaxSim scores divided by
+    Each step takes a seeded minibatch of ``batch_size`` queries. Loss: cross-entropy over all
+    entries plus one *abstain* class, of MaxSim scores divided by
     ``temperature``. The other contexts of the same symbol are the hard negatives; queries with
     target ``-1`` (contextless and unrelated training prompts) must pick abstain, whose logit is
     a learned scalar. Without them the projector cannot learn that a symbol seen without its
@@ -51,12 +53,16 @@ def train_projector(
     opt = torch.optim.AdamW([weight, abstain], lr=cfg.lr, weight_decay=cfg.weight_decay)
     owner = torch.arange(keys.shape[0])
     classes = torch.where(targets >= 0, targets, torch.full_like(targets, keys.shape[0]))
+    n_queries = queries.shape[0]
     with torch.enable_grad():
         for _ in range(cfg.steps):
-            scores = maxsim(queries @ weight, query_mask, keys @ weight, owner, keys.shape[0])
+            rows = torch.randperm(n_queries, generator=gen)[: cfg.batch_size]
+            scores = maxsim(
+                queries[rows] @ weight, query_mask[rows], keys @ weight, owner, keys.shape[0]
+            )
             null = abstain.expand(scores.shape[0], 1)
             logits = torch.cat([scores, null], dim=1) / cfg.temperature
-            loss = torch.nn.functional.cross_entropy(logits, classes)
+            loss = torch.nn.functional.cross_entropy(logits, classes[rows])
             opt.zero_grad()
             loss.backward()
             opt.step()
