@@ -6,10 +6,12 @@ from transformer_lens.utilities import get_act_name
 
 from fmi.errors import ConfigError
 
-UNEMBED_IN = "unembed.hook_in"
-"""The input of the unembedding, after the final norm *and its scale*: ``logits = h @ W_U + b_U``
-(tested). Correction values live in this space. Note that ``ln_final.hook_normalized`` is not
-always the same tensor: for Gemma-3's RMSNorm the Bridge fires it before the ``(1 + w)`` scale."""
+UNEMBED_IN = "ln_final.hook_out"
+"""The unembedding's input: the final norm's output, scale included, so ``logits = h @ W_U + b_U``
+(tested). Correction values live in this space. Two look-alikes are not it:
+``ln_final.hook_normalized`` fires before Gemma-3's RMSNorm ``(1 + w)`` scale, and
+``unembed.hook_in`` holds the same tensor but only the positions that get logits (one, under
+``logits_to_keep=1``), so a position-tracking hook there would miss the answer position."""
 
 
 def resid(layer: int, where: str = "post") -> str:

@@ -91,25 +91,25 @@ def test_kv_cache_steps_track_absolute_positions(tiny_neox):
 
 
 def test_kv_cache_and_full_recompute_agree(tiny_neox):
-    """Greedy output with injection is the same with and without the KV cache."""
+    """Greedy output with injection is the same with and without the KV cache, and it is not the
+    clean output: the vector lands once, at the answer position, in both."""
+    from fmi.values import unembedding
+
     bridge = tiny_neox.bridge
     enc = encode(tiny_neox.tokenizer, TEXTS[:1])
-    delta = 3 * torch.randn(1, bridge.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    w_u, _ = unembedding(bridge)
+    target = 1234
+    delta = (40 * w_u[:, target] / w_u[:, target].norm())[None]
     pos = torch.tensor([enc.tokens.shape[1] - 1])
+    kw = dict(max_new_tokens=4, do_sample=False, verbose=False, stop_at_eos=False)
     outs = []
     for cached in (True, False):
         with bridge.hooks(fwd_hooks=[(UNEMBED_IN, add_at_positions(delta, pos))]):
-            outs.append(
-                bridge.generate(
-                    enc.tokens,
-                    max_new_tokens=4,
-                    do_sample=False,
-                    verbose=False,
-                    stop_at_eos=False,
-                    use_past_kv_cache=cached,
-                )
-            )
+            outs.append(bridge.generate(enc.tokens, use_past_kv_cache=cached, **kw))
+    clean = bridge.generate(enc.tokens, **kw)
     assert torch.equal(outs[0], outs[1])
+    width = enc.tokens.shape[1]
+    assert int(outs[0][0, width]) == target != int(clean[0, width])
 
 
 def _n_hooks(bridge) -> int:
@@ -144,3 +144,31 @@ def test_bad_shapes_and_sites_are_named(tiny_neox):
     with pytest.raises(ConfigError, match="blocks.99.hook_resid_post"):
         check_site(tiny_neox.bridge, "blocks.99.hook_resid_post")
     assert check_site(tiny_neox.bridge, UNEMBED_IN) == UNEMBED_IN
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_pythia"])
+def test_greedy_injection_moves_step_one_logits_by_delta_times_unembedding(fixture, request):
+    """Through ``greedy`` itself (KV cache, left padding, ``logits_to_keep``): the step-one label
+    pick equals the argmax of ``clean_logits + delta @ W_U`` over the labels, row by row."""
+    from fmi.generate import greedy
+    from fmi.values import unembedding
+
+    model = request.getfixturevalue(fixture)
+    enc = encode(model.tokenizer, TEXTS)
+    with torch.inference_mode():
+        clean = model.bridge(enc.tokens, attention_mask=enc.mask)[:, -1]
+    w_u, _ = unembedding(model.bridge)
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.randperm(w_u.shape[1], generator=gen)[:50]
+    for scale in (0.5, 2.0, 8.0):
+        delta = scale * torch.randn(2, w_u.shape[0], generator=gen)
+        out = greedy(model, TEXTS, site=UNEMBED_IN, deltas=delta, label_ids=labels)
+        expected = (clean + delta @ w_u)[:, labels].argmax(-1)
+        assert out.label_pick == expected.tolist()
+    base = greedy(model, TEXTS, site=UNEMBED_IN, label_ids=labels)
+    assert base.label_pick == clean[:, labels].argmax(-1).tolist()
+    # a vector along one label's unembedding column makes it the greedy token
+    target = int(labels[7])
+    push = 50 * w_u[:, target].repeat(2, 1) / w_u[:, target].norm()
+    forced = greedy(model, TEXTS, site=UNEMBED_IN, deltas=push, max_new_tokens=2)
+    assert [t[0] for t in forced.tokens] == [target, target]
