@@ -108,6 +108,19 @@ def _hits(
     return hits
 
 
+def _misses(model, qs: QuerySet, entries, out: Outputs, limit: int = 5) -> list[dict]:
+    """The first ``limit`` read prompts answered wrongly: prompt, label, greedy output."""
+    found = []
+    for q in qs.index("read"):
+        label = entries[qs.entry[q]].label
+        text = model.tokenizer.decode(list(out.tokens[q]), skip_special_tokens=True)
+        if answer_word(model.tokenizer, out.tokens[q]) != label:
+            found.append({"prompt": qs.texts[q], "label": label, "output": text})
+            if len(found) == limit:
+                break
+    return found
+
+
 def _summary(
     hits: dict[str, list[bool]], decision: Decision | None, qs: QuerySet, cfg: RecallConfig
 ) -> dict:
@@ -162,6 +175,7 @@ def evaluate_split(
     for mode in modes:
         hits = _hits(model, qs, written.entries, labels, outputs[mode], base)
         results[mode] = _summary(hits, decisions[mode], qs, cfg)
+        results[mode]["read_misses"] = _misses(model, qs, written.entries, outputs[mode])
         if mode == "average":
             results[mode]["retrieval"] = _symbol_retrieval(decisions[mode], qs, memory)
     return results

@@ -50,6 +50,8 @@ def test_recall_is_deterministic_and_leaves_weights_bit_identical(tiny_neox, tas
     assert json.dumps(_strip_times(first)) == json.dumps(_strip_times(second))
     assert set(first["results"]) == {"none", *RecallConfig().modes}
     row = first["results"]["both_top1"]["same"]
+    assert len(row["read_misses"]) <= 5
+    assert all({"prompt", "label", "output"} == set(m) for m in row["read_misses"])
     for metric in ("write", "read", "plain", "unrelated", "unrelated_changed"):
         assert 0.0 <= row[metric] <= 1.0
         lo, hi = row["ci95"][metric]
