@@ -172,3 +172,19 @@ def test_greedy_injection_moves_step_one_logits_by_delta_times_unembedding(fixtu
     push = 50 * w_u[:, target].repeat(2, 1) / w_u[:, target].norm()
     forced = greedy(model, TEXTS, site=UNEMBED_IN, deltas=push, max_new_tokens=2)
     assert [t[0] for t in forced.tokens] == [target, target]
+
+
+def test_unembed_hook_in_misses_the_answer_position_under_logits_to_keep(tiny_gemma):
+    """Why values are injected at ``ln_final.hook_out`` and not ``unembed.hook_in``: with
+    ``logits_to_keep=1`` the latter sees one position on the prompt step, so a position-tracking
+    hook there never reaches the answer position (if TransformerLens changes this, revisit)."""
+    from fmi.generate import greedy
+    from fmi.values import unembedding
+
+    w_u, _ = unembedding(tiny_gemma.bridge)
+    push = 50 * w_u[:, 99].repeat(2, 1) / w_u[:, 99].norm()
+    here = greedy(tiny_gemma, TEXTS, site=UNEMBED_IN, deltas=push, max_new_tokens=1)
+    there = greedy(tiny_gemma, TEXTS, site="unembed.hook_in", deltas=push, max_new_tokens=1)
+    clean = greedy(tiny_gemma, TEXTS, site=UNEMBED_IN, max_new_tokens=1)
+    assert [t[0] for t in here.tokens] == [99, 99]
+    assert there.tokens == clean.tokens
