@@ -153,9 +153,8 @@ def _crossfit_projected(
             site, memory.encoder.token_site, std, memory.encoder.token_std, projector
         )
         held = [i for i in range(len(fold)) if fold[i] == f]
-        fold_memory = make_memory_like(memory, encoder)
         scores = score_queries(
-            fold_memory,
+            replace(memory, encoder=encoder),
             [got.acts[site][i] for i in held],
             [got.acts[memory.encoder.token_site][i] for i in held],
             [got.content[i] for i in held],
@@ -163,11 +162,6 @@ def _crossfit_projected(
         assert scores.projected is not None
         out[held] = scores.projected
     return out
-
-
-def make_memory_like(memory: FastMemory, encoder: KeyEncoder) -> FastMemory:
-    """The same entries read through another key encoder."""
-    return replace(memory, encoder=encoder)
 
 
 def _fit_dual_weights(scores: QueryScores, qs: QuerySet, seed: int) -> Tensor:
