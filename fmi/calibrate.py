@@ -17,7 +17,14 @@ from fmi.keys import Standardizer, pad_queries
 from fmi.memory import FastMemory, KeyEncoder
 from fmi.projectors import train_projector
 from fmi.queries import QuerySet, build_queries, unique_bindings
-from fmi.retrieval import MODES, QueryScores, dual_features, mode_scores, score_queries
+from fmi.retrieval import (
+    MODES,
+    QueryScores,
+    dual_features,
+    mode_scores,
+    retrieved_right,
+    score_queries,
+)
 from fmi.write import Written, write
 
 
@@ -192,18 +199,9 @@ def _thresholds(
     positive = entry >= 0
     read = torch.tensor([k == "read" for k in qs.kinds])
     thresholds, retrieval = {}, {}
-    symbols = memory.symbols()
     for mode in MODES:
         best, idx = mode_scores(mode, scores, memory, qs.gate).max(dim=1)
-        if mode == "average":
-            right = torch.tensor(
-                [
-                    e >= 0 and symbols[i] == symbols[e]
-                    for i, e in zip(idx.tolist(), qs.entry, strict=True)
-                ]
-            )
-        else:
-            right = idx == entry
+        right = retrieved_right(mode, idx, qs.entry, memory)
         pos = best[positive & right].numpy()
         thresholds[mode] = threshold_between(pos, best[~positive].numpy(), false_accept)
         retrieval[mode] = float((right & read).sum() / read.sum())

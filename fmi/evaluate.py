@@ -17,7 +17,7 @@ from fmi.config import RecallConfig
 from fmi.generate import Generated, greedy
 from fmi.metrics import answer_word, bootstrap_ci, rate
 from fmi.queries import QuerySet, build_queries, unique_bindings
-from fmi.retrieval import Decision, decide, score_queries
+from fmi.retrieval import Decision, decide, retrieved_right, score_queries
 
 METRICS = ("write", "read", "plain", "unrelated", "unrelated_changed")
 
@@ -122,7 +122,11 @@ def _misses(model, qs: QuerySet, entries, out: Outputs, limit: int = 5) -> list[
 
 
 def _summary(
-    hits: dict[str, list[bool]], decision: Decision | None, qs: QuerySet, cfg: RecallConfig
+    hits: dict[str, list[bool]],
+    qs: QuerySet,
+    cfg: RecallConfig,
+    decision: Decision | None = None,
+    right: list[bool] | None = None,
 ) -> dict:
     row: dict = {m: rate(hits[m]) for m in METRICS}
     row["label_restricted"] = {k: rate(hits[f"{k}_label"]) for k in ("write", "read")}
@@ -133,7 +137,7 @@ def _summary(
         m: bootstrap_ci(np.array(hits[m], dtype=float), cfg.n_bootstrap, cfg.seed) for m in METRICS
     }
     if decision is not None:
-        row["retrieval"] = rate([int(decision.entry[q]) == qs.entry[q] for q in qs.index("read")])
+        row["retrieval"] = rate(right or [])  # read prompts that retrieved their binding
         row["fired"] = {
             k: rate([bool(decision.entry[q] >= 0) for q in qs.index(k)])
             for k in ("read", "plain", "unrelated")
@@ -167,25 +171,15 @@ def evaluate_split(
     results = {
         "none": _summary(
             _hits(model, qs, written.entries, labels, Outputs(base.tokens, base.label_pick), base),
-            None,
             qs,
             cfg,
         )
     }
+    reads = qs.index("read")
     for mode in modes:
         hits = _hits(model, qs, written.entries, labels, outputs[mode], base)
-        results[mode] = _summary(hits, decisions[mode], qs, cfg)
+        chosen = decisions[mode].entry[reads]
+        right = retrieved_right(mode, chosen, [qs.entry[q] for q in reads], memory).tolist()
+        results[mode] = _summary(hits, qs, cfg, decisions[mode], right)
         results[mode]["read_misses"] = _misses(model, qs, written.entries, outputs[mode])
-        if mode == "average":
-            results[mode]["retrieval"] = _symbol_retrieval(decisions[mode], qs, memory)
     return results
-
-
-def _symbol_retrieval(decision: Decision, qs: QuerySet, memory) -> float:
-    symbols = memory.symbols()
-    return rate(
-        [
-            int(decision.entry[q]) >= 0 and symbols[int(decision.entry[q])] == symbols[qs.entry[q]]
-            for q in qs.index("read")
-        ]
-    )

@@ -118,6 +118,25 @@ def mode_scores(
     raise ConfigError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
 
 
+def retrieved_right(
+    mode: str, chosen: Int[Tensor, " q"], target: list[int], memory: FastMemory
+) -> Bool[Tensor, " q"]:
+    """Per query: did it retrieve what it asks for? The exact binding, or for ``average`` (which
+    injects a symbol's mean value) an entry of the right symbol. Abstentions and queries that ask
+    for nothing (target -1) count as not right."""
+    if mode == "average":
+        symbols = memory.symbols()
+        return torch.tensor(
+            [
+                c >= 0 and t >= 0 and symbols[c] == symbols[t]
+                for c, t in zip(chosen.tolist(), target, strict=True)
+            ],
+            dtype=torch.bool,
+        )
+    want = torch.tensor(target)
+    return (chosen == want) & (want >= 0)
+
+
 def decide(
     mode: str,
     scores: QueryScores,

@@ -46,3 +46,17 @@ def test_field_spans_locate_symbol_and_context(tiny_pythia):
     assert tok.decode([ids[i] for i in idx]).strip() == "blicket"
     ctx = span_tokens(tok, text, spans["context"])
     assert tok.decode([ids[i] for i in ctx]).strip() == "game A"
+
+
+def test_retrieved_right_exact_and_by_symbol():
+    from types import SimpleNamespace
+
+    from fmi.retrieval import retrieved_right
+
+    memory = SimpleNamespace(symbols=lambda: ["dax", "dax", "wug"])
+    chosen = torch.tensor([0, 1, -1, 2, 0])
+    target = [0, 0, 0, 2, -1]
+    exact = retrieved_right("dual_key", chosen, target, memory)  # type: ignore[arg-type]
+    same_symbol = retrieved_right("average", chosen, target, memory)  # type: ignore[arg-type]
+    assert exact.tolist() == [True, False, False, True, False]
+    assert same_symbol.tolist() == [True, True, False, True, False]
