@@ -152,8 +152,11 @@ def decide(
     vectors = memory.values[idx].clone()
     if mode == "average":
         symbols = memory.symbols()
+        rows: dict[str, list[int]] = {}
+        for j, sym in enumerate(symbols):
+            rows.setdefault(sym, []).append(j)
+        means = {sym: memory.values[js].mean(0) for sym, js in rows.items()}
         for q, i in enumerate(idx.tolist()):
-            same = [j for j, s_ in enumerate(symbols) if s_ == symbols[i]]
-            vectors[q] = memory.values[same].mean(0)
+            vectors[q] = means[symbols[i]]
     vectors[entry < 0] = 0.0
     return Decision(entry, best, memory.alpha * vectors)

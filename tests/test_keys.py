@@ -60,3 +60,19 @@ def test_retrieved_right_exact_and_by_symbol():
     same_symbol = retrieved_right("average", chosen, target, memory)  # type: ignore[arg-type]
     assert exact.tolist() == [True, False, False, True, False]
     assert same_symbol.tolist() == [True, True, False, True, False]
+
+
+def test_average_injects_the_mean_of_the_symbols_values():
+    from types import SimpleNamespace
+
+    from fmi.retrieval import QueryScores, decide
+
+    values = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]])
+    memory = SimpleNamespace(
+        symbols=lambda: ["dax", "dax", "wug"], values=values, alpha=2.0, thresholds={"average": 0.5}
+    )
+    projected = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8], [0.1, 0.2, 0.3]])
+    scores = QueryScores(raw=projected, projected=projected, symbol=projected, context=projected)
+    d = decide("average", scores, memory)  # type: ignore[arg-type]
+    assert d.entry.tolist() == [0, 2, -1]
+    torch.testing.assert_close(d.vectors, torch.tensor([[4.0, 2.0], [10.0, 10.0], [0.0, 0.0]]))
