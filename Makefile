@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check fmi tests analyses
+	$(BIN)/ruff check fmi tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy fmi

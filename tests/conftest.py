@@ -27,3 +27,12 @@ def tiny_pythia() -> LoadedModel:
 def tiny_gemma() -> LoadedModel:
     """Random Gemma-3 text model, 2 layers, d_model 64 (seed 0)."""
     return load_model("tiny-gemma", seed=0, announce=_quiet)
+
+
+@pytest.fixture(scope="session")
+def quick_setup(tiny_gemma):
+    """A memory fitted on the quick analysis configuration over ``tiny_gemma`` (seconds)."""
+    from fmi.analyses.setup import AnalysisConfig, prepare
+
+    setup, _ = prepare(AnalysisConfig.quick_config(), model=tiny_gemma, announce=_quiet)
+    return setup
