@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fmi-installed
 MODEL ?= auto
 
 
-.PHONY: install assets test test-fast lint typecheck check recall clean
+.PHONY: install assets browser test test-fast lint typecheck check recall analyses clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,11 @@ install: $(STAMP)
 assets: $(STAMP)
 	$(BIN)/python -m fmi.assets
 
-test: $(STAMP)
+# Debian's Chromium, for the test that opens every report headless with the network cut off.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
@@ -37,6 +41,9 @@ check: lint typecheck test
 
 recall: $(STAMP)
 	$(BIN)/fmi recall --model $(MODEL) --json reports/$(MODEL)/recall.json
+
+analyses: $(STAMP)
+	$(BIN)/fmi analyses --model $(MODEL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,4 +1,4 @@
-"""The ``fmi`` command line: ``fmi models``, ``fmi recall``."""
+"""The ``fmi`` command line: ``fmi models``, ``fmi recall``, ``fmi analyses``."""
 
 from __future__ import annotations
 
@@ -54,6 +54,19 @@ def _recall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyses(args: argparse.Namespace) -> int:
+    from fmi.analyses.run import ANALYSES, check_names, run_analyses
+    from fmi.analyses.setup import AnalysisConfig
+
+    names = check_names([n.strip() for n in (args.only or ",".join(ANALYSES)).split(",") if n])
+    if args.quick:
+        cfg = AnalysisConfig.quick_config(model=args.model or "tiny-gemma", seed=args.seed)
+    else:
+        cfg = AnalysisConfig(model=args.model or "auto", seed=args.seed)
+    run_analyses(cfg, args.out, names=names, progress=not args.quiet)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from fmi.config import RecallConfig
     from fmi.retrieval import MODES
@@ -75,12 +88,19 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--json", help="write the results document here")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = sub.add_parser("analyses", help="every analysis as a Plotly HTML report, plus an index")
+    a.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    a.add_argument("--out", help="output directory; default reports/<model>")
+    a.add_argument("--only", help="comma-separated subset of the analyses")
+    a.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"models": _models, "recall": _recall}[args.command]
+    handler = {"models": _models, "recall": _recall, "analyses": _analyses}[args.command]
     try:
         return handler(args)
     except FmiError as err:

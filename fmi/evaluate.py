@@ -73,7 +73,7 @@ def _injected_outputs(
     return out
 
 
-def _hits(
+def hits(
     model, qs: QuerySet, entries, labels: list[str], out: Outputs, base: Generated
 ) -> dict[str, list[bool]]:
     """0/1 outcomes per metric for one mode's outputs.
@@ -170,16 +170,16 @@ def evaluate_split(
     outputs = _injected_outputs(model, qs, decisions, base, memory, label_ids, cfg)
     results = {
         "none": _summary(
-            _hits(model, qs, written.entries, labels, Outputs(base.tokens, base.label_pick), base),
+            hits(model, qs, written.entries, labels, Outputs(base.tokens, base.label_pick), base),
             qs,
             cfg,
         )
     }
     reads = qs.index("read")
     for mode in modes:
-        hits = _hits(model, qs, written.entries, labels, outputs[mode], base)
+        got_hits = hits(model, qs, written.entries, labels, outputs[mode], base)
         chosen = decisions[mode].entry[reads]
         right = retrieved_right(mode, chosen, [qs.entry[q] for q in reads], memory).tolist()
-        results[mode] = _summary(hits, qs, cfg, decisions[mode], right)
+        results[mode] = _summary(got_hits, qs, cfg, decisions[mode], right)
         results[mode]["read_misses"] = _misses(model, qs, written.entries, outputs[mode])
     return results

@@ -74,3 +74,15 @@ def span_tokens(tokenizer, text: str, span: tuple[int, int]) -> list[int]:
     if not hits:
         raise ValueError(f"no token of {text!r} covers characters {lo}..{hi}")
     return hits
+
+
+def prompt_spans(templates, kind: str, binding) -> tuple[str, dict[str, tuple[int, int]]]:
+    """``templates.prompt(kind, binding)`` with the character span of each field in it.
+
+    The read prompt names ``binding.read_context``; write and plain name ``binding.context``
+    (plain has no context field). The text equals ``templates.prompt(kind, binding)``.
+    """
+    template = getattr(templates, kind)
+    prefix = template[: template.rindex("{label}")].rstrip()
+    context = binding.read_context if kind == "read" else binding.context
+    return field_spans(prefix, {"context": context, "symbol": binding.symbol})

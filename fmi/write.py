@@ -10,7 +10,7 @@ from torch import Tensor
 
 from fmi.forward import collect
 from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, Entry
-from fmi.prompts import field_spans, span_tokens
+from fmi.prompts import prompt_spans, span_tokens
 from fmi.values import correction_values, unembedding
 
 
@@ -34,8 +34,7 @@ def label_token(tokenizer, templates, label: str) -> int:
 
 def write_prompt(templates, binding) -> tuple[str, dict[str, tuple[int, int]]]:
     """The write prompt and the character spans of its context and symbol."""
-    prefix = templates.write[: templates.write.rindex("{label}")].rstrip()
-    return field_spans(prefix, {"context": binding.context, "symbol": binding.symbol})
+    return prompt_spans(templates, "write", binding)
 
 
 def write(

@@ -36,3 +36,13 @@ def quick_setup(tiny_gemma):
 
     setup, _ = prepare(AnalysisConfig.quick_config(), model=tiny_gemma, announce=_quiet)
     return setup
+
+
+@pytest.fixture(scope="session")
+def quick_reports(quick_setup, tmp_path_factory):
+    """Every analysis run on ``quick_setup`` into one directory: ``(directory, index path)``."""
+    from fmi.analyses.run import run_analyses
+
+    out = tmp_path_factory.mktemp("reports")
+    index = run_analyses(quick_setup.cfg, out, setup=quick_setup, progress=False, announce=_quiet)
+    return out, index

@@ -48,6 +48,21 @@ def test_field_spans_locate_symbol_and_context(tiny_pythia):
     assert tok.decode([ids[i] for i in ctx]).strip() == "game A"
 
 
+def test_prompt_spans_match_templates_for_every_kind():
+    from fmi.prompts import prompt_spans
+    from fmi.tasks import Binding, Templates
+
+    t = Templates()
+    b = Binding("game C", "blicket", "red", read_context="the C game")
+    for kind in ("write", "read", "plain"):
+        text, spans = prompt_spans(t, kind, b)
+        assert text == t.prompt(kind, b)
+        assert text[slice(*spans["symbol"])] == "blicket"
+    read, spans = prompt_spans(t, "read", b)
+    assert read[slice(*spans["context"])] == "the C game"
+    assert "context" not in prompt_spans(t, "plain", b)[1]
+
+
 def test_retrieved_right_exact_and_by_symbol():
     from types import SimpleNamespace
 

@@ -41,7 +41,7 @@ class AnalysisConfig:
     sweep_prompts: int = 24
     probe_prompts: int = 40
     probe_folds: int = 5
-    max_new_tokens: int = 1
+    max_new_tokens: int = 3
     batch_size: int = 16
     quick: bool = False
     recall: RecallConfig = field(default_factory=RecallConfig)

@@ -1,0 +1,439 @@
+"""Analysis 2: where to inject, how strongly, and which layer's keys retrieve best.
+
+Injection sweep: the memory's value direction for a prompt is added at its answer position at
+every residual site (``blocks.{L}.hook_resid_pre`` for each block, the last block's
+``hook_resid_post``, and the final normalized stream ``ln_final.hook_out``), scaled to ``alpha``
+times the median residual norm at that site and position. ``blocks.{L}.hook_resid_post`` is the
+same tensor as ``blocks.{L+1}.hook_resid_pre``, so these sites cover every distinct point.
+Two retrievals: *oracle* injects the right entry into every write/read prompt, the symbol's
+entry into plain prompts and a fixed stored entry into unrelated ones (what the site does when
+the memory fires); *learned* injects what the fitted memory retrieves (nothing where it abstains).
+
+Key-layer sweep: the memory's query rule (MaxSim over the prompt's content tokens) with token
+keys (symbol x context, the ``dual_key`` rule) and single symbol keys (the ``raw_both_top1``
+rule), standardized with training statistics, at every layer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from jaxtyping import Float
+from plotly.subplots import make_subplots
+from torch import Tensor
+from tqdm import tqdm
+
+from fmi.analyses.setup import Setup
+from fmi.calibrate import read_queries, write_memory
+from fmi.evaluate import Outputs, hits
+from fmi.forward import collect
+from fmi.generate import greedy
+from fmi.keys import Standardizer, maxsim, pad_queries
+from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE
+from fmi.prompts import prompt_spans, span_tokens
+from fmi.queries import QuerySet, build_queries, unique_bindings
+from fmi.report import Panel, Report
+from fmi.retrieval import decide, score_queries
+from fmi.sites import UNEMBED_IN, resid
+
+NAME = "layer_sweep"
+TITLE = "Injection-layer sweep and key-layer sweep"
+SWEEP_SPLIT = "same"
+KEY_SPLITS = ("same", "new_game", "new_lab")
+METRICS = ("write", "read", "plain", "unrelated_changed")
+HIGHER_IS_BETTER = {"write": True, "read": True, "plain": False, "unrelated_changed": False}
+RETRIEVALS = ("oracle", "learned")
+LEARNED_MODE = "dual_key"
+STANDARDIZER_PROMPTS = 256  # training prompts whose content tokens fit each layer's standardizer
+
+
+@dataclass(frozen=True)
+class LayerSweepData:
+    sites: list[str]
+    alphas: list[float]
+    site_norms: list[float]  # median |h| at each site, answer position
+    # retrieval -> metric -> [site][alpha] rate
+    rates: dict[str, dict[str, list[list[float]]]]
+    n_prompts: dict[str, int]  # per kind
+    fitted_rho: float  # the memory's own injected fraction at ln_final.hook_out
+    key_layers: list[int]
+    # rule ("dual_key", "raw_symbol") -> split -> per-layer top-1 retrieval of read prompts
+    key_retrieval: dict[str, dict[str, list[float]]]
+    memory_token_layer: int
+    memory_symbol_layer: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def best(self, retrieval: str, metric: str) -> tuple[int, int]:
+        """(site, alpha) index of the best cell: max read/write; for plain/unrelated the lowest
+        among cells where read is at least 90% of its best (the specific settings that work)."""
+        grid = np.array(self.rates[retrieval][metric])
+        if HIGHER_IS_BETTER[metric]:
+            flat = int(np.argmax(grid))
+        else:
+            read = np.array(self.rates[retrieval]["read"])
+            ok = read >= 0.9 * read.max()
+            flat = int(np.argmin(np.where(ok, grid, np.inf)))
+        i, j = np.unravel_index(flat, grid.shape)
+        return int(i), int(j)
+
+
+def sweep_sites(n_layers: int) -> list[str]:
+    """Every distinct residual point: each block's input, the last block's output, the final
+    normalized stream (the unembedding's input)."""
+    return [*(resid(layer, "pre") for layer in range(n_layers)), resid(n_layers - 1), UNEMBED_IN]
+
+
+def _select(qs: QuerySet, rows: list[int]) -> QuerySet:
+    return QuerySet(
+        [qs.texts[i] for i in rows],
+        [qs.kinds[i] for i in rows],
+        [qs.entry[i] for i in rows],
+        [qs.symbol[i] for i in rows],
+        [qs.gate[i] for i in rows],
+    )
+
+
+def _subsample(qs: QuerySet, per_kind: int, seed: int) -> QuerySet:
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for kind in ("write", "read", "plain", "unrelated"):
+        rows = qs.index(kind)
+        if len(rows) > per_kind:
+            rows = sorted(rng.choice(rows, size=per_kind, replace=False).tolist())
+        keep += rows
+    return _select(qs, keep)
+
+
+def oracle_entries(qs: QuerySet, entries) -> list[int]:
+    """The entry each prompt gets under oracle retrieval: its own (write/read), its symbol's
+    first entry (plain), or a fixed cycle through the stored entries (unrelated)."""
+    first = {}
+    for i, e in enumerate(entries):
+        first.setdefault(e.symbol, i)
+    out = []
+    for q, kind in enumerate(qs.kinds):
+        if kind in ("write", "read"):
+            out.append(qs.entry[q])
+        elif kind == "plain":
+            out.append(first[qs.symbol[q]])
+        else:
+            out.append(q % len(entries))
+    return out
+
+
+def _run(setup: Setup, qs: QuerySet, site: str, deltas: Tensor, label_ids: Tensor) -> Outputs:
+    gen = greedy(
+        setup.model,
+        qs.texts,
+        site=site,
+        deltas=deltas,
+        label_ids=label_ids,
+        max_new_tokens=setup.cfg.max_new_tokens,
+        batch_size=setup.cfg.batch_size,
+    )
+    return Outputs(gen.tokens, gen.label_pick)
+
+
+def _rates(setup, qs, written, labels, out: Outputs, base: Outputs) -> dict[str, float]:
+    got = hits(setup.model, qs, written.entries, labels, out, base)  # type: ignore[arg-type]
+    return {m: float(np.mean(got[m])) if got[m] else float("nan") for m in METRICS}
+
+
+def injection_sweep(setup: Setup, *, progress: bool = True) -> dict:
+    """Rates per retrieval, metric, site and alpha on the held-out ``same`` split."""
+    cfg = setup.cfg
+    split = setup.task.split(SWEEP_SPLIT)
+    entries = unique_bindings(split.bindings)
+    written, memory = write_memory(setup.model, entries, split.templates, setup.fitted, cfg.recall)
+    qs = _subsample(build_queries(split, entries), cfg.sweep_prompts, cfg.seed)
+    enc = memory.encoder
+    got = read_queries(setup.model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
+    scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content)
+    learned = decide(LEARNED_MODE, scores, memory).entry.tolist()
+    oracle = oracle_entries(qs, written.entries)
+    sites = sweep_sites(setup.n_layers)
+    acts = collect(
+        setup.model.bridge, setup.model.tokenizer, qs.texts, sites, batch_size=cfg.batch_size
+    )
+    norms = [float(acts.stack_last(s).norm(dim=-1).median()) for s in sites]
+    labels = sorted({e.label for e in written.entries})
+    target_of = {e.label: e.target for e in written.entries}
+    label_ids = torch.tensor([target_of[lab] for lab in labels])
+    unit = torch.nn.functional.normalize(written.values, dim=-1)
+    zero = torch.zeros(len(qs.texts), unit.shape[1])
+    base = _run(setup, qs, UNEMBED_IN, zero, label_ids)
+    # learned retrieval differs from the oracle only where it picks another entry or abstains
+    other = [q for q in range(len(qs.texts)) if learned[q] != oracle[q] and learned[q] >= 0]
+    sub = _select(qs, other)
+    rates = {r: {m: [] for m in METRICS} for r in RETRIEVALS}
+    cells = [(s, n, a) for s, n in zip(sites, norms, strict=True) for a in cfg.alphas]
+    bar = tqdm(total=len(cells), desc="injection sweep", disable=not progress, leave=False)
+    for si, (site, norm) in enumerate(zip(sites, norms, strict=True)):
+        for r in RETRIEVALS:
+            for m in METRICS:
+                rates[r][m].append([])
+        for alpha in cfg.alphas:
+            out = _run(setup, qs, site, alpha * norm * unit[oracle], label_ids)
+            toks, picks = list(out.tokens), list(out.picks)
+            if other:
+                extra = _run(
+                    setup, sub, site, alpha * norm * unit[[learned[q] for q in other]], label_ids
+                )
+                for k, q in enumerate(other):
+                    toks[q], picks[q] = extra.tokens[k], extra.picks[k]
+            for q in range(len(qs.texts)):
+                if learned[q] < 0:
+                    toks[q], picks[q] = base.tokens[q], base.picks[q]
+            for r, o in (("oracle", out), ("learned", Outputs(toks, picks))):
+                for m, v in _rates(setup, qs, written, labels, o, base).items():
+                    rates[r][m][si].append(v)
+            bar.update(1)
+    bar.close()
+    n_prompts = {k: len(qs.index(k)) for k in ("write", "read", "plain", "unrelated")}
+    return {"sites": sites, "norms": norms, "rates": rates, "n_prompts": n_prompts}
+
+
+def _token_keys(setup: Setup, split, layers: list[int]) -> tuple[dict, dict]:
+    """Per layer: (token keys, owner, role) and single symbol keys of ``split``'s entries."""
+    tok = setup.model.tokenizer
+    entries = unique_bindings(split.bindings)
+    texts, spans = zip(*(prompt_spans(split.templates, "write", b) for b in entries), strict=True)
+    sites = [resid(layer) for layer in layers]
+    got = collect(setup.model.bridge, tok, list(texts), sites, batch_size=setup.cfg.batch_size)
+    idx = [
+        (span_tokens(tok, t, s["symbol"]), span_tokens(tok, t, s["context"]))
+        for t, s in zip(texts, spans, strict=True)
+    ]
+    owner = torch.tensor([i for i, (a, b) in enumerate(idx) for _ in (*a, *b)])
+    role = torch.tensor(
+        [r for a, b in idx for r in [SYMBOL_ROLE] * len(a) + [CONTEXT_ROLE] * len(b)]
+    )
+    tokens, symbols = {}, {}
+    for layer, site in zip(layers, sites, strict=True):
+        acts = got.acts[site]
+        tokens[layer] = torch.stack([acts[i][j] for i, (a, b) in enumerate(idx) for j in (*a, *b)])
+        symbols[layer] = torch.stack([acts[i][a[-1]] for i, (a, _) in enumerate(idx)])
+    return {"tokens": tokens, "owner": owner, "role": role}, symbols
+
+
+def dual_scores(
+    queries: Float[Tensor, "q pos d"],
+    mask: Tensor,
+    keys: Float[Tensor, "m d"],
+    owner: Tensor,
+    role: Tensor,
+    n: int,
+) -> Float[Tensor, "q n"]:
+    """The ``dual_key`` rule: symbol-token MaxSim times context-token MaxSim (each clamped at 0)."""
+    out = []
+    for r in (SYMBOL_ROLE, CONTEXT_ROLE):
+        sel = role == r
+        out.append(maxsim(queries, mask, keys[sel], owner[sel], n).clamp_min(0))
+    return out[0] * out[1]
+
+
+def key_layer_sweep(setup: Setup, layers: list[int], *, progress: bool = True) -> dict:
+    """Top-1 retrieval of held-out read prompts per key layer, per rule and split."""
+    cfg = setup.cfg
+    sites = [resid(layer) for layer in layers]
+    train = setup.task.train
+    train_qs = build_queries(train, unique_bindings(train.bindings))
+    rng = np.random.default_rng(cfg.seed)
+    pick = rng.permutation(len(train_qs.texts))[:STANDARDIZER_PROMPTS].tolist()
+    fit_got = collect(
+        setup.model.bridge,
+        setup.model.tokenizer,
+        [train_qs.texts[i] for i in pick],
+        sites,
+        batch_size=cfg.batch_size,
+    )
+    stds = {
+        layer: Standardizer.fit(
+            torch.cat([a[c] for a, c in zip(fit_got.acts[site], fit_got.content, strict=True)])
+        )
+        for layer, site in zip(layers, sites, strict=True)
+    }
+    out: dict[str, dict[str, list[float]]] = {"dual_key": {}, "raw_symbol": {}}
+    for name in tqdm(KEY_SPLITS, desc="key-layer sweep", disable=not progress, leave=False):
+        split = setup.task.split(name)
+        entries = unique_bindings(split.bindings)
+        where = {(b.context, b.symbol): i for i, b in enumerate(entries)}
+        want = torch.tensor([where[(b.context, b.symbol)] for b in split.bindings])
+        keys, symbols = _token_keys(setup, split, layers)
+        reads = [split.templates.prompt("read", b) for b in split.bindings]
+        got = collect(
+            setup.model.bridge, setup.model.tokenizer, reads, sites, batch_size=cfg.batch_size
+        )
+        out["dual_key"][name], out["raw_symbol"][name] = [], []
+        for layer, site in zip(layers, sites, strict=True):
+            std = stds[layer]
+            q, mask = pad_queries(
+                [std(a[c]) for a, c in zip(got.acts[site], got.content, strict=True)]
+            )
+            n = len(entries)
+            dual = dual_scores(q, mask, std(keys["tokens"][layer]), keys["owner"], keys["role"], n)
+            raw = maxsim(q, mask, std(symbols[layer]), torch.arange(n), n)
+            out["dual_key"][name].append(float((dual.argmax(1) == want).float().mean()))
+            out["raw_symbol"][name].append(float((raw.argmax(1) == want).float().mean()))
+    return out
+
+
+def compute(setup: Setup, *, progress: bool = True) -> LayerSweepData:
+    sweep = injection_sweep(setup, progress=progress)
+    layers = setup.key_layers()
+    keys = key_layer_sweep(setup, layers, progress=progress)
+    enc = setup.fitted.encoder
+    return LayerSweepData(
+        sites=sweep["sites"],
+        alphas=list(setup.cfg.alphas),
+        site_norms=sweep["norms"],
+        rates=sweep["rates"],
+        n_prompts=sweep["n_prompts"],
+        fitted_rho=setup.fitted.rho,
+        key_layers=layers,
+        key_retrieval=keys,
+        memory_token_layer=int(enc.token_site.split(".")[1]),
+        memory_symbol_layer=int(enc.symbol_site.split(".")[1]),
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _short(site: str) -> str:
+    return site.replace("blocks.", "L").replace(".hook_resid_", " ").replace(".hook_out", "")
+
+
+def _heatmaps(d: LayerSweepData, retrieval: str) -> go.Figure:
+    fig = make_subplots(rows=1, cols=len(METRICS), subplot_titles=METRICS, shared_yaxes=True)
+    x = [f"{a:g}" for a in d.alphas]
+    y = [_short(s) for s in d.sites]
+    for c, m in enumerate(METRICS, start=1):
+        z = d.rates[retrieval][m]
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=x,
+                y=y,
+                zmin=0,
+                zmax=1,
+                colorscale="Viridis" if HIGHER_IS_BETTER[m] else "Inferno",
+                showscale=c == len(METRICS),
+                hovertemplate="site %{y}<br>alpha %{x}<br>rate %{z:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=c,
+        )
+        i, j = d.best(retrieval, m)
+        fig.add_trace(
+            go.Scatter(
+                x=[x[j]],
+                y=[y[i]],
+                mode="markers+text",
+                text=[f"{z[i][j]:.2f}"],
+                textposition="middle right",
+                marker={"symbol": "star", "size": 14, "color": "white", "line": {"width": 1}},
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=c,
+        )
+    fig.update_xaxes(title_text="alpha (|delta| / median |h|)", type="category")
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 9})
+    fig.update_layout(height=max(420, 22 * len(d.sites)), margin={"t": 40})
+    return fig
+
+
+def _key_figure(d: LayerSweepData) -> go.Figure:
+    fig = go.Figure()
+    colours = ("#4a6fa5", "#d1495b", "#66a182")
+    for rule, dash in (("dual_key", "solid"), ("raw_symbol", "dot")):
+        for colour, split in zip(colours, KEY_SPLITS, strict=True):
+            fig.add_trace(
+                go.Scatter(
+                    x=d.key_layers,
+                    y=d.key_retrieval[rule][split],
+                    mode="lines+markers",
+                    name=f"{rule}, {split}",
+                    line={"dash": dash, "color": colour},
+                )
+            )
+    fig.add_vline(x=d.memory_token_layer, line={"color": "gray", "dash": "dash"})
+    fig.update_layout(
+        height=380,
+        xaxis_title="key layer (resid_post)",
+        yaxis_title="read prompts retrieving their binding (top-1)",
+        yaxis_range=[0, 1.02],
+        margin={"t": 20},
+    )
+    return fig
+
+
+def figures(d: LayerSweepData) -> list[Panel]:
+    n = ", ".join(f"{k} {v}" for k, v in d.n_prompts.items())
+    common = (
+        f"Rows: injection site (L3 pre = blocks.3.hook_resid_pre; ln_final = the unembedding's "
+        f"input); columns: alpha, the injected norm as a fraction of the median residual norm at "
+        f"that site. Word-level greedy exact match on held-out game A/B prompts ({n}); plain = "
+        f"answers a bound label without the context, unrelated_changed = output differs from "
+        f"the memory-free output. Stars: best read/write cell; for plain/unrelated, the lowest "
+        f"rate among cells whose read is within 90% of its best. The memory itself uses "
+        f"ln_final at alpha about {d.fitted_rho:g}."
+    )
+    return [
+        Panel(
+            _heatmaps(d, "oracle"),
+            "Oracle retrieval: every prompt gets a value (its own; its symbol's for plain; a "
+            "stored one for unrelated), so plain/unrelated show what a site does when the "
+            "memory fires where it should not. " + common,
+        ),
+        Panel(
+            _heatmaps(d, "learned"),
+            f"Learned retrieval ({LEARNED_MODE}, thresholds fitted on training data): the "
+            "memory injects only what it retrieves. Compare with the oracle row to see how much "
+            "of the specificity comes from retrieval rather than from the site. " + common,
+        ),
+        Panel(
+            _key_figure(d),
+            "Key-layer sweep: top-1 retrieval of held-out read questions when keys come from "
+            "each layer, with the memory's MaxSim query rule. Solid: token keys, symbol x "
+            "context (the dual_key rule); dotted: one symbol-token key (raw_both_top1 rule). "
+            "Unseen contexts (game C/D, labs) test whether the layer keeps token identity. "
+            "The dashed line marks the memory's token-key layer.",
+        ),
+    ]
+
+
+def finding(d: LayerSweepData) -> str:
+    i, j = d.best("oracle", "read")
+    read = d.rates["oracle"]["read"][i][j]
+    last = d.rates["oracle"]["read"][d.sites.index(UNEMBED_IN)]
+    mid = d.rates["oracle"]["read"][len(d.sites) // 2]
+    best_layer = int(np.argmax(d.key_retrieval["dual_key"]["new_lab"]))
+    return (
+        f"Best injection: {_short(d.sites[i])} at alpha {d.alphas[j]:g} (oracle read "
+        f"{read:.2f}); at ln_final read reaches {max(last):.2f}, at mid-depth "
+        f"{_short(d.sites[len(d.sites) // 2])} {max(mid):.2f}. Dual keys retrieve unseen labs "
+        f"best from layer {d.key_layers[best_layer]} "
+        f"({d.key_retrieval['dual_key']['new_lab'][best_layer]:.2f})."
+    )
+
+
+def report(setup: Setup, *, progress: bool = True) -> Report:
+    start = time.perf_counter()
+    data = compute(setup, progress=progress)
+    return Report(
+        NAME,
+        TITLE,
+        finding(data),
+        tuple(figures(data)),
+        setup.header(time.perf_counter() - start),
+        data.to_dict(),
+    )
