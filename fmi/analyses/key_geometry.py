@@ -222,7 +222,9 @@ def compute(setup: Setup, *, progress: bool = True) -> KeyGeometryData:
         layers = sorted({*layers, focus if focus is not None else layers[-1]})
         focus = focus if focus is not None else layers[-1]
     encoders = fit_layer_encoders(setup, layers, progress=progress)
-    retrieval = {k: {s: {"symbol": [], "binding": []} for s in SPLITS} for k in KINDS}
+    retrieval: dict[str, dict[str, dict[str, list[float]]]] = {
+        k: {s: {"symbol": [], "binding": []} for s in SPLITS} for k in KINDS
+    }
     silhouette: dict[str, dict[str, list[float]]] = {k: {s: [] for s in SPLITS} for k in KINDS}
     focus_sets: list[tuple[KeySet, dict[str, Tensor]]] = []
     for name in tqdm(SPLITS, desc="key splits", disable=not progress, leave=False):

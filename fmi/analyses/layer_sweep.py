@@ -113,7 +113,7 @@ def _subsample(qs: QuerySet, per_kind: int, seed: int) -> QuerySet:
 def oracle_entries(qs: QuerySet, entries) -> list[int]:
     """The entry each prompt gets under oracle retrieval: its own (write/read), its symbol's
     first entry (plain), or a fixed cycle through the stored entries (unrelated)."""
-    first = {}
+    first: dict[str, int] = {}
     for i, e in enumerate(entries):
         first.setdefault(e.symbol, i)
     out = []
@@ -121,7 +121,9 @@ def oracle_entries(qs: QuerySet, entries) -> list[int]:
         if kind in ("write", "read"):
             out.append(qs.entry[q])
         elif kind == "plain":
-            out.append(first[qs.symbol[q]])
+            symbol = qs.symbol[q]
+            assert symbol is not None  # plain prompts always name a symbol
+            out.append(first[symbol])
         else:
             out.append(q % len(entries))
     return out
@@ -171,7 +173,9 @@ def injection_sweep(setup: Setup, *, progress: bool = True) -> dict:
     # learned retrieval differs from the oracle only where it picks another entry or abstains
     other = [q for q in range(len(qs.texts)) if learned[q] != oracle[q] and learned[q] >= 0]
     sub = _select(qs, other)
-    rates = {r: {m: [] for m in METRICS} for r in RETRIEVALS}
+    rates: dict[str, dict[str, list[list[float]]]] = {
+        r: {m: [] for m in METRICS} for r in RETRIEVALS
+    }
     cells = [(s, n, a) for s, n in zip(sites, norms, strict=True) for a in cfg.alphas]
     bar = tqdm(total=len(cells), desc="injection sweep", disable=not progress, leave=False)
     for si, (site, norm) in enumerate(zip(sites, norms, strict=True)):
