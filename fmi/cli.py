@@ -1,4 +1,4 @@
-"""The ``fmi`` command line: ``fmi models``, ``fmi recall``, ``fmi analyses``."""
+"""The ``fmi`` command line: ``fmi models``, ``fmi recall``, ``fmi analyses``, ``fmi inspect``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,28 @@ def _analyses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from fmi.inspect_run import run_inspect
+
+    path, ins = run_inspect(
+        model=args.model,
+        context=args.context,
+        symbol=args.symbol,
+        label=args.label,
+        prompt=args.prompt,
+        mode=args.mode,
+        memory_path=args.memory,
+        out=args.out,
+        n_train=args.n_train,
+        n_eval=args.n_eval,
+        seed=args.seed,
+        force=args.force,
+    )
+    print(ins.summary())
+    print(f"wrote {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from fmi.config import RecallConfig
     from fmi.retrieval import MODES
@@ -95,12 +117,30 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--quiet", action="store_true", help="no progress bars")
+    i = sub.add_parser("inspect", help="one read prompt as an offline circuitsvis HTML page")
+    i.add_argument("--model", default="auto", help="registry name; default auto")
+    i.add_argument("--context", required=True, help="the binding's context, e.g. 'game A'")
+    i.add_argument("--symbol", required=True, help="the invented word to read back")
+    i.add_argument("--label", help="write (context, symbol) -> label first (one token)")
+    i.add_argument("--prompt", help="inspect this text instead of the read question")
+    i.add_argument("--mode", default="dual_key", help="retrieval mode: " + ", ".join(MODES))
+    i.add_argument("--memory", help="a saved memory (.safetensors); default: fit one")
+    i.add_argument("--out", help="page path; default reports/<model>/inspect-<context>-<symbol>")
+    i.add_argument("--force", action="store_true", help="inject the top entry even if abstaining")
+    i.add_argument("--n-train", type=int, default=defaults.n_train, help="training symbols")
+    i.add_argument("--n-eval", type=int, default=defaults.n_eval, help="held-out symbols")
+    i.add_argument("--seed", type=int, default=0)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"models": _models, "recall": _recall, "analyses": _analyses}[args.command]
+    handler = {
+        "models": _models,
+        "recall": _recall,
+        "analyses": _analyses,
+        "inspect": _inspect,
+    }[args.command]
     try:
         return handler(args)
     except FmiError as err:

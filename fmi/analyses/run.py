@@ -69,7 +69,8 @@ def _inspections(
     setup: Setup, out: Path, announce: Callable[[str], None]
 ) -> list[tuple[str, str, str]]:
     """circuitsvis pages for the first held-out binding of each evaluation context pair."""
-    from fmi.inspect import inspect_from_setup, write_inspection
+    from fmi.inspect_page import write_inspection
+    from fmi.inspect_run import inspect_from_setup
 
     pages = []
     for split_name in ("same", "new_lab"):

@@ -37,8 +37,8 @@ class AnalysisConfig:
     n_eval: int = 40
     projector_steps: int = 300
     key_layers: tuple[int, ...] | None = None
-    alphas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
-    sweep_prompts: int = 24
+    alphas: tuple[float, ...] = (0.1, 0.3, 1.0)
+    sweep_prompts: int = 16
     probe_prompts: int = 40
     probe_folds: int = 5
     max_new_tokens: int = 3
