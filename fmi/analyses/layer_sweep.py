@@ -65,6 +65,7 @@ class LayerSweepData:
     key_retrieval: dict[str, dict[str, list[float]]]
     memory_token_layer: int
     memory_symbol_layer: int
+    max_new_tokens: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -304,6 +305,7 @@ def compute(setup: Setup, *, progress: bool = True) -> LayerSweepData:
         key_retrieval=keys,
         memory_token_layer=int(enc.token_site.split(".")[1]),
         memory_symbol_layer=int(enc.symbol_site.split(".")[1]),
+        max_new_tokens=setup.cfg.max_new_tokens,
     )
 
 
@@ -385,9 +387,12 @@ def figures(d: LayerSweepData) -> list[Panel]:
     common = (
         f"Rows: injection site (L3 pre = blocks.3.hook_resid_pre; ln_final = the unembedding's "
         f"input); columns: alpha, the injected norm as a fraction of the median residual norm at "
-        f"that site. Word-level greedy exact match on held-out game A/B prompts ({n}); plain = "
-        f"answers a bound label without the context, unrelated_changed = output differs from "
-        f"the memory-free output. Stars: best read/write cell; for plain/unrelated, the lowest "
+        f"that site. Greedy decoding of {d.max_new_tokens} token(s) on held-out game A/B "
+        f"prompts ({n}): write/read = the continuation's first word is the label; plain = it is "
+        f"a label bound to the symbol although the context is missing; unrelated_changed = "
+        f"the output differs from the memory-free one. With one token, a label's first token "
+        f"counts (wolf for wolfram); `fmi recall` measures whole words. Stars: best read/write "
+        f"cell; for plain/unrelated, the lowest "
         f"rate among cells whose read is within 90% of its best. The memory itself uses "
         f"ln_final at alpha about {d.fitted_rho:g}."
     )

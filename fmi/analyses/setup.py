@@ -41,8 +41,8 @@ class AnalysisConfig:
     sweep_prompts: int = 16
     probe_prompts: int = 40
     probe_folds: int = 5
-    max_new_tokens: int = 3
-    batch_size: int = 16
+    max_new_tokens: int = 1
+    batch_size: int = 32
     quick: bool = False
     recall: RecallConfig = field(default_factory=RecallConfig)
 
