@@ -71,14 +71,17 @@ class LayerSweepData:
         return asdict(self)
 
     def best(self, retrieval: str, metric: str) -> tuple[int, int]:
-        """(site, alpha) index of the best cell: max read/write; for plain/unrelated the lowest
-        among cells where read is at least 90% of its best (the specific settings that work)."""
-        grid = np.array(self.rates[retrieval][metric])
+        """(site, alpha) index of the best cell. Read/write: among cells within 0.01 of the best
+        rate, the most specific (lowest plain + unrelated_changed, then the smallest alpha).
+        Plain/unrelated: the lowest rate among cells whose read is at least 90% of its best."""
+        r = {m: np.array(self.rates[retrieval][m]) for m in METRICS}
+        grid = r[metric]
         if HIGHER_IS_BETTER[metric]:
-            flat = int(np.argmax(grid))
+            near = grid >= grid.max() - 0.01
+            cost = r["plain"] + r["unrelated_changed"] + 1e-6 * np.arange(grid.shape[1])
+            flat = int(np.argmin(np.where(near, cost, np.inf)))
         else:
-            read = np.array(self.rates[retrieval]["read"])
-            ok = read >= 0.9 * read.max()
+            ok = r["read"] >= 0.9 * r["read"].max()
             flat = int(np.argmin(np.where(ok, grid, np.inf)))
         i, j = np.unravel_index(flat, grid.shape)
         return int(i), int(j)
@@ -421,17 +424,18 @@ def figures(d: LayerSweepData) -> list[Panel]:
 
 
 def finding(d: LayerSweepData) -> str:
+    rates = d.rates["oracle"]
     i, j = d.best("oracle", "read")
-    read = d.rates["oracle"]["read"][i][j]
-    last = d.rates["oracle"]["read"][d.sites.index(UNEMBED_IN)]
-    mid = d.rates["oracle"]["read"][len(d.sites) // 2]
-    best_layer = int(np.argmax(d.key_retrieval["dual_key"]["new_lab"]))
+    first = next(k for k, row in enumerate(rates["read"]) if max(row) >= rates["read"][i][j] - 0.01)
+    dual, raw = d.key_retrieval["dual_key"]["new_lab"], d.key_retrieval["raw_symbol"]["new_lab"]
     return (
-        f"Best injection: {_short(d.sites[i])} at alpha {d.alphas[j]:g} (oracle read "
-        f"{read:.2f}); at ln_final read reaches {max(last):.2f}, at mid-depth "
-        f"{_short(d.sites[len(d.sites) // 2])} {max(mid):.2f}. Dual keys retrieve unseen labs "
-        f"best from layer {d.key_layers[best_layer]} "
-        f"({d.key_retrieval['dual_key']['new_lab'][best_layer]:.2f})."
+        f"Oracle read reaches {rates['read'][i][j]:.2f} from {_short(d.sites[first])} on; the "
+        f"most specific such cell is {_short(d.sites[i])} at alpha {d.alphas[j]:g}, where forced "
+        f"injection answers {rates['plain'][i][j]:.2f} of plain prompts but learned retrieval "
+        f"only {d.rates['learned']['plain'][i][j]:.2f} (unrelated changed "
+        f"{d.rates['learned']['unrelated_changed'][i][j]:.2f}). "
+        f"Unseen labs: dual keys retrieve {min(dual):.2f}-{max(dual):.2f} across key layers, "
+        f"one symbol key {min(raw):.2f}-{max(raw):.2f}."
     )
 
 
