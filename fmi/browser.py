@@ -119,3 +119,28 @@ def check_pages(
         finally:
             browser.close()
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fmi.browser REPORT_DIR [--png DIR]``: check every page offline, optionally
+    saving a screenshot of each page and of each of its figures. Exit 1 if any page fails."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m fmi.browser", description=main.__doc__)
+    p.add_argument("reports", help="a directory of HTML reports")
+    p.add_argument("--png", help="write screenshots here (page and per-figure PNGs)")
+    args = p.parse_args(argv)
+    pages = sorted(Path(args.reports).glob("*.html"))
+    if not pages:
+        print(f"no .html pages in {args.reports}")
+        return 1
+    png = Path(args.png) if args.png else None
+    checks = check_pages(pages, screenshot_dir=png, figures=png is not None)
+    for page, check in checks.items():
+        state = "ok" if check.ok else f"FAILED {check.errors + check.failed_requests}"
+        print(f"{page.name:<28} {check.plots} plots  {state}")
+    return 0 if all(c.ok for c in checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

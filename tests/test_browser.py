@@ -45,3 +45,15 @@ def test_every_report_opens_offline(quick_reports):
         if page.exists():
             assert checks[page].plots >= 2, f"{name}: only {checks[page].plots} plots rendered"
     assert all((out / "png" / f"{p.stem}.png").stat().st_size > 5_000 for p in pages)
+
+
+def test_browser_cli_exit_status(tmp_path, capsys):
+    from fmi.browser import main
+
+    (tmp_path / "good.html").write_text("<html><body><p>fine</p></body></html>")
+    assert main([str(tmp_path), "--png", str(tmp_path / "png")]) == 0
+    assert (tmp_path / "png" / "good.png").exists()
+    (tmp_path / "bad.html").write_text("<html><body><script>nope()</script></body></html>")
+    assert main([str(tmp_path)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert main([str(tmp_path / "empty")]) == 1
