@@ -75,8 +75,10 @@ def _inspections(
     pages = []
     for split_name in ("same", "new_lab"):
         b = setup.task.split(split_name).bindings[0]
+        start = time.perf_counter()
         ins = inspect_from_setup(setup, b.context, b.symbol, b.label)
-        path = write_inspection(ins, out / f"inspect-{split_name}.html", setup.header(0.0))
+        head = setup.header(time.perf_counter() - start)
+        path = write_inspection(ins, out / f"inspect-{split_name}.html", head)
         pages.append((path.name, f"inspect: {b.context}, {b.symbol}", ins.summary()))
         announce(f"fmi: wrote {path}")
     return pages
