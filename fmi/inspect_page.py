@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import circuitsvis
 from circuitsvis.utils.render import RenderedHTML
 
-from fmi.report import STYLE, summary_rows
+from fmi.report import STYLE, header_html
 
 if TYPE_CHECKING:
     from fmi.inspect import Inspection
@@ -91,18 +91,6 @@ def _table(head: list[str], rows: list[list[str]], chosen: int | None = None) ->
 def tok(text: str) -> str:
     """A token shown with its whitespace visible."""
     return f"<code class='tok'>{html.escape(repr(text)[1:-1])}</code>"
-
-
-def _header(header: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
-        for k, v in summary_rows(header)
-    )
-    full = html.escape(json.dumps(header, indent=1, default=str))
-    return (
-        f"<table class='header'>{rows}</table><details><summary>full header</summary>"
-        f"<pre>{full}</pre></details>"
-    )
 
 
 def _retrieval(ins: Inspection) -> str:
@@ -198,7 +186,7 @@ def render_page(ins: Inspection, header: dict[str, Any]) -> str:
     data = html.escape(json.dumps(ins.to_dict(), indent=1))
     body = (
         f"<h1>{html.escape(title)}</h1><p class='finding'>{html.escape(ins.summary())}</p>"
-        f"{_header(header)}{_retrieval(ins)}{_answers(ins)}{_delta(ins)}{_attention(ins)}"
+        f"{header_html(header)}{_retrieval(ins)}{_answers(ins)}{_delta(ins)}{_attention(ins)}"
         f"<details><summary>numbers</summary><pre>{data}</pre></details>"
     )
     return (

@@ -93,7 +93,8 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _header_html(header: dict[str, Any]) -> str:
+def header_html(header: dict[str, Any]) -> str:
+    """The header as a summary table with the full JSON folded below it."""
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
         for k, v in summary_rows(header)
@@ -120,7 +121,7 @@ def render(report: Report) -> str:
     parts = [
         f"<h1>{html.escape(report.title)}</h1>",
         f'<p class="finding">{html.escape(report.finding)}</p>',
-        _header_html(report.header),
+        header_html(report.header),
     ]
     for i, panel in enumerate(report.panels):
         div = panel.figure.to_html(
@@ -159,7 +160,7 @@ def write_index(
         f"<li><a href='{html.escape(href)}'>{html.escape(name)}</a>: {html.escape(finding)}</li>"
         for href, name, finding in entries
     )
-    body = f"<h1>{html.escape(title)}</h1>{_header_html(header)}<ul class='index'>{items}</ul>"
+    body = f"<h1>{html.escape(title)}</h1>{header_html(header)}<ul class='index'>{items}</ul>"
     path = out / "index.html"
     path.write_text(_page(title, body), encoding="utf-8")
     return path

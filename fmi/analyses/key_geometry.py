@@ -10,7 +10,7 @@ is measured end to end by ``fmi recall``.
 
 from __future__ import annotations
 
-import time
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,7 +23,7 @@ from sklearn.metrics import silhouette_score
 from torch import Tensor
 from tqdm import tqdm
 
-from fmi.analyses.setup import Setup
+from fmi.analyses.setup import Setup, make_report
 from fmi.forward import collect
 from fmi.keys import Standardizer
 from fmi.projectors import train_projector
@@ -424,13 +424,4 @@ def finding(d: KeyGeometryData) -> str:
 
 
 def report(setup: Setup, *, progress: bool = True) -> Report:
-    start = time.perf_counter()
-    data = compute(setup, progress=progress)
-    return Report(
-        NAME,
-        TITLE,
-        finding(data),
-        tuple(figures(data)),
-        setup.header(time.perf_counter() - start),
-        data.to_dict(),
-    )
+    return make_report(setup, sys.modules[__name__], progress=progress)

@@ -16,7 +16,7 @@ rule), standardized with training statistics, at every layer.
 
 from __future__ import annotations
 
-import time
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 from tqdm import tqdm
 
-from fmi.analyses.setup import Setup
+from fmi.analyses.setup import Setup, make_report
 from fmi.calibrate import read_queries, write_memory
 from fmi.evaluate import Outputs, hits
 from fmi.forward import collect
@@ -440,13 +440,4 @@ def finding(d: LayerSweepData) -> str:
 
 
 def report(setup: Setup, *, progress: bool = True) -> Report:
-    start = time.perf_counter()
-    data = compute(setup, progress=progress)
-    return Report(
-        NAME,
-        TITLE,
-        finding(data),
-        tuple(figures(data)),
-        setup.header(time.perf_counter() - start),
-        data.to_dict(),
-    )
+    return make_report(setup, sys.modules[__name__], progress=progress)

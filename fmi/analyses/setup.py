@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from fmi.models import LoadedModel, load_model
 from fmi.projectors import ProjectorConfig
 from fmi.provenance import header
 from fmi.recall import task_for
+from fmi.report import Report
 from fmi.tasks import Task, check_labels
 
 
@@ -146,6 +148,26 @@ class Setup:
             wall_seconds=round(wall_seconds, 1),
             **extra,
         )
+
+
+def make_report(
+    setup: Setup,
+    module: ModuleType,
+    *,
+    progress: bool = True,
+) -> Report:
+    """Run an analysis module's ``compute`` on ``setup`` and wrap its figures and finding in a
+    :class:`Report` whose header records the analysis' own wall time."""
+    start = time.perf_counter()
+    data = module.compute(setup, progress=progress)
+    return Report(
+        module.NAME,
+        module.TITLE,
+        module.finding(data),
+        tuple(module.figures(data)),
+        setup.header(time.perf_counter() - start),
+        data.to_dict(),
+    )
 
 
 def prepare(

@@ -20,7 +20,7 @@ held-out read prompts (target rate) and of plain and unrelated prompts (false ac
 
 from __future__ import annotations
 
-import time
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 from tqdm import tqdm
 
-from fmi.analyses.setup import Setup
+from fmi.analyses.setup import Setup, make_report
 from fmi.errors import ConfigError
 from fmi.forward import collect
 from fmi.generate import greedy
@@ -695,13 +695,4 @@ def finding(d: SteeringData) -> str:
 
 
 def report(setup: Setup, *, progress: bool = True) -> Report:
-    start = time.perf_counter()
-    data = compute(setup, progress=progress)
-    return Report(
-        NAME,
-        TITLE,
-        finding(data),
-        tuple(figures(data)),
-        setup.header(time.perf_counter() - start),
-        data.to_dict(),
-    )
+    return make_report(setup, sys.modules[__name__], progress=progress)
