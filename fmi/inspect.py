@@ -22,12 +22,13 @@ from fmi.forward import collect
 from fmi.generate import greedy
 from fmi.hooks import HookFn, add_at_positions
 from fmi.inspect_page import LocalHTML, standalone, view_body, write_inspection
+from fmi.labels import check_labels
 from fmi.memory import FastMemory
 from fmi.prompts import encode
 from fmi.queries import mentioned
 from fmi.retrieval import check_modes, decide, mode_scores, score_queries
 from fmi.sites import UNEMBED_IN, check_site, resid
-from fmi.tasks import Binding, Split, Task, Templates, check_labels
+from fmi.tasks import Binding, Split, Task, Templates
 from fmi.values import unembedding
 
 if TYPE_CHECKING:

@@ -10,8 +10,10 @@ from tqdm import tqdm
 from fmi.calibrate import fit
 from fmi.config import RecallConfig
 from fmi.evaluate import evaluate_split
+from fmi.labels import check_labels
 from fmi.provenance import header
-from fmi.tasks import Task, builtin_task, check_labels, load_task
+from fmi.taskfile import load_task
+from fmi.tasks import Task, builtin_task
 
 
 def task_for(cfg: RecallConfig) -> Task:

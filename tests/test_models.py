@@ -9,7 +9,8 @@ import torch
 
 from fmi import models
 from fmi.errors import ModelUnavailableError, UnknownModelError
-from fmi.models import REGISTRY, list_models, load_model, parameter_checksum, tiny_hf_model
+from fmi.models import REGISTRY, list_models, load_model, parameter_checksum
+from fmi.tiny import tiny_hf_model
 
 TINY = ["tiny_neox", "tiny_pythia", "tiny_gemma"]
 HELLO_IDS = [12092, 13, 309, 717]

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from fmi.config import RecallConfig
+from fmi.labels import check_labels
 from fmi.models import load_model, parameter_checksum
 from fmi.prompts import encode
 from fmi.recall import run_recall, task_for
 from fmi.sites import UNEMBED_IN
-from fmi.tasks import builtin_task, check_labels
+from fmi.tasks import builtin_task
 from fmi.values import unembedding
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from fmi.errors import ConfigError, LabelError, TaskFileError
+from fmi.labels import check_labels
 from fmi.nonce import BLOCKLIST, nonce_words
+from fmi.taskfile import load_task, load_task_file
 from fmi.tasks import (
     ANIMALS,
     COLOURS,
@@ -19,9 +21,6 @@ from fmi.tasks import (
     Task,
     Templates,
     builtin_task,
-    check_labels,
-    load_task,
-    load_task_file,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "task_file.json"

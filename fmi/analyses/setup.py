@@ -16,12 +16,13 @@ import torch
 from fmi.calibrate import Fitted, fit
 from fmi.config import RecallConfig
 from fmi.errors import ConfigError
+from fmi.labels import check_labels
 from fmi.models import LoadedModel, load_model
 from fmi.projectors import ProjectorConfig
 from fmi.provenance import header
 from fmi.recall import task_for
 from fmi.report import Report
-from fmi.tasks import Task, check_labels
+from fmi.tasks import Task
 
 
 @dataclass(frozen=True)
