@@ -676,9 +676,16 @@ def figures(d: SteeringData) -> list[Panel]:
 
 def finding(d: SteeringData) -> str:
     mean, _ = d.cosine_stats("correction")
-    j = d.methods.index("caa_normed")
-    k = d.methods.index("actadd_normed")
-    best_caa, best_act = int(np.argmax(mean[:, j])), int(np.argmax(mean[:, k]))
+    col = {m: d.methods.index(m) for m in METHODS}
+    embed = d.site_labels.index("embed") if "embed" in d.site_labels else None
+    later = [i for i in range(len(d.site_labels)) if i != embed]
+    beyond = max(float(mean[i, col[m]]) for i in later for m in METHODS)
+    at_embed = (
+        f"CAA {mean[embed, col['caa']]:.2f}, ActAdd {mean[embed, col['actadd']]:.2f} at the "
+        f"embeddings (raw), "
+        if embed is not None
+        else ""
+    )
     fin = d.inject_site_labels.index("ln_final")
     got = [d.rates[m]["rate"][fin] for m in RATE_METRICS]
     rates = ", ".join(
@@ -687,10 +694,9 @@ def finding(d: SteeringData) -> str:
         if m != "none"
     )
     return (
-        f"Cosine with the mean correction: CAA at most {mean[best_caa, j]:.2f} "
-        f"({d.site_labels[best_caa]}), ActAdd at most {mean[best_act, k]:.2f} "
-        f"({d.site_labels[best_act]}); correction vs W_U {np.mean(d.correction_vs_wu):.2f}. "
-        f"At ln_final, rho {d.rho:g}, target / false activation (plain, unrelated): {rates}."
+        f"Cosine with the mean correction: {at_embed}at most {beyond:.2f} at any other site "
+        f"(raw or norm-mapped); correction vs W_U {np.mean(d.correction_vs_wu):.2f}. At "
+        f"ln_final, rho {d.rho:g}, target / false activation (plain, unrelated): {rates}."
     )
 
 
