@@ -22,6 +22,7 @@ CHROMIUM_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",  # no name resolves: the network is off
 )
 
 
@@ -73,7 +74,8 @@ def check_pages(
     figures: bool = False,
     settle_ms: int = 300,
 ) -> dict[Path, PageCheck]:
-    """Load each page from disk with every non-``file:`` request aborted; report what happened.
+    """Load each page from disk with every non-``file:`` request aborted (and no host name
+    resolving); report what happened.
 
     With ``screenshot_dir``, also save ``<stem>.png`` (the 1280x900 viewport) per page and, with
     ``figures``, ``<stem>-fig<i>.png`` per captioned figure.
