@@ -75,3 +75,10 @@ def test_cli_quick_run_writes_one_report(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "key_geometry.html").exists() and (tmp_path / "index.html").exists()
     assert "fmi: wrote" in capsys.readouterr().out
+
+
+def test_no_hook_left_after_every_analysis(quick_setup, quick_reports):
+    """Every injection in the sweeps, the steering comparison and the inspections went through
+    ``bridge.hooks(...)``: nothing stays attached to the shared model afterwards."""
+    bridge = quick_setup.model.bridge
+    assert sum(len(hp._forward_hooks) for hp in bridge.hook_dict.values()) == 0
