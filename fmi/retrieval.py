@@ -77,11 +77,33 @@ def score_queries(
         projected = maxsim(proj_q, sym_mask, enc.projected(memory.symbol_keys), every, n)
     tok_q, tok_mask = pad_queries([enc.tokens(a) for a in _content(token_acts, content)])
     keys = enc.tokens(memory.token_keys)
-    by_role = {}
-    for role in (SYMBOL_ROLE, CONTEXT_ROLE):
-        sel = memory.token_role == role
-        by_role[role] = maxsim(tok_q, tok_mask, keys[sel], memory.token_owner[sel], n)
-    return QueryScores(raw, projected, by_role[SYMBOL_ROLE], by_role[CONTEXT_ROLE])
+    symbol, context = token_channels(
+        tok_q, tok_mask, keys, memory.token_owner, memory.token_role, n
+    )
+    return QueryScores(raw, projected, symbol, context)
+
+
+def token_channels(
+    queries: Float[Tensor, "q pos d"],
+    query_mask: Bool[Tensor, "q pos"],
+    keys: Float[Tensor, "m d"],
+    owner: Int[Tensor, " m"],
+    role: Int[Tensor, " m"],
+    n_entries: int,
+) -> tuple[Float[Tensor, "q n"], Float[Tensor, "q n"]]:
+    """MaxSim of the queries against each entry's symbol tokens and, apart, its context tokens."""
+    out = []
+    for r in (SYMBOL_ROLE, CONTEXT_ROLE):
+        sel = role == r
+        out.append(maxsim(queries, query_mask, keys[sel], owner[sel], n_entries))
+    return out[0], out[1]
+
+
+def dual_key_scores(
+    symbol: Float[Tensor, "q n"], context: Float[Tensor, "q n"]
+) -> Float[Tensor, "q n"]:
+    """The ``dual_key`` rule: symbol similarity times context similarity, each clamped at 0."""
+    return symbol.clamp_min(0) * context.clamp_min(0)
 
 
 def dual_features(scores: QueryScores) -> Float[Tensor, "q n 3"]:
@@ -109,7 +131,7 @@ def mode_scores(
         ).reshape(len(gate), len(memory))
         return scores.projected.masked_fill(~allowed, float("-inf"))
     if mode == "dual_key":
-        return scores.symbol.clamp_min(0) * scores.context.clamp_min(0)
+        return dual_key_scores(scores.symbol, scores.context)
     if mode == "dual_key_learned":
         if memory.dual_weights is None:
             raise ConfigError("dual_key_learned needs fitted weights")

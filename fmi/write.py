@@ -37,6 +37,37 @@ def write_prompt(templates, binding) -> tuple[str, dict[str, tuple[int, int]]]:
     return prompt_spans(templates, "write", binding)
 
 
+@dataclass(frozen=True)
+class KeyTokens:
+    """Where entries' keys sit in their write prompts (unpadded indices): the symbol's last token,
+    and every token of the symbol and of the context, in that order, with its prompt and role."""
+
+    symbol_last: list[int]
+    prompt: list[int]
+    index: list[int]
+    role: list[int]
+
+    def symbol_keys(self, acts: list[Tensor]) -> Float[Tensor, "n d"]:
+        return torch.stack([a[i] for a, i in zip(acts, self.symbol_last, strict=True)])
+
+    def token_keys(self, acts: list[Tensor]) -> Float[Tensor, "m d"]:
+        return torch.stack([acts[p][i] for p, i in zip(self.prompt, self.index, strict=True)])
+
+
+def key_tokens(tokenizer, prompts: list[str], spans: list[dict]) -> KeyTokens:
+    """The :class:`KeyTokens` of ``prompts`` whose field spans are ``spans``."""
+    out = KeyTokens([], [], [], [])
+    for p, (text, span) in enumerate(zip(prompts, spans, strict=True)):
+        sym = span_tokens(tokenizer, text, span["symbol"])
+        ctx = span_tokens(tokenizer, text, span["context"])
+        out.symbol_last.append(sym[-1])
+        for idx, role in [(j, SYMBOL_ROLE) for j in sym] + [(j, CONTEXT_ROLE) for j in ctx]:
+            out.prompt.append(p)
+            out.index.append(idx)
+            out.role.append(role)
+    return out
+
+
 def write(
     model,
     bindings,
@@ -60,24 +91,16 @@ def write(
     got = collect(
         model.bridge, tok, list(prompts), sites, batch_size=batch_size, reduce_last=values_of
     )
-    sym_keys, tok_keys, owner, role = [], [], [], []
-    for i, (text, span) in enumerate(zip(prompts, spans, strict=True)):
-        sym_idx = span_tokens(tok, text, span["symbol"])
-        ctx_idx = span_tokens(tok, text, span["context"])
-        sym_keys.append(got.acts[symbol_site][i][sym_idx[-1]])
-        for idx, r in [(j, SYMBOL_ROLE) for j in sym_idx] + [(j, CONTEXT_ROLE) for j in ctx_idx]:
-            tok_keys.append(got.acts[token_site][i][idx])
-            owner.append(i)
-            role.append(r)
+    where = key_tokens(tok, list(prompts), list(spans))
     entries = [
         Entry(b.context, b.symbol, b.label, int(t)) for b, t in zip(bindings, targets, strict=True)
     ]
     return Written(
         entries=entries,
         values=torch.cat(got.last),
-        symbol_keys=torch.stack(sym_keys),
-        token_keys=torch.stack(tok_keys),
-        token_owner=torch.tensor(owner),
-        token_role=torch.tensor(role),
+        symbol_keys=where.symbol_keys(got.acts[symbol_site]),
+        token_keys=where.token_keys(got.acts[token_site]),
+        token_owner=torch.tensor(where.prompt),
+        token_role=torch.tensor(where.role),
         answer_norms=got.stack_last(inject_site).norm(dim=-1),
     )

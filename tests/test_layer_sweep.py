@@ -12,6 +12,7 @@ from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.prompts import encode
 from fmi.queries import build_queries, unique_bindings
 from fmi.report import write_report
+from fmi.retrieval import dual_key_scores, token_channels
 from fmi.sites import UNEMBED_IN
 
 
@@ -29,7 +30,7 @@ def test_sweep_sites_cover_every_distinct_point(tiny_gemma):
     torch.testing.assert_close(cache["blocks.0.hook_resid_post"], cache["blocks.1.hook_resid_pre"])
 
 
-def test_dual_scores_match_the_naive_loop():
+def test_dual_key_channels_match_the_naive_loop():
     g = torch.Generator().manual_seed(0)
     keys = torch.randn(7, 6, generator=g)
     owner = torch.tensor([0, 0, 0, 1, 1, 2, 2])
@@ -49,7 +50,7 @@ def test_dual_scores_match_the_naive_loop():
     mask = torch.zeros(2, 5, dtype=torch.bool)
     for i, x in enumerate(queries):
         q[i, : len(x)], mask[i, : len(x)] = x, True
-    got = ls.dual_scores(q, mask, keys, owner, role, 3)
+    got = dual_key_scores(*token_channels(q, mask, keys, owner, role, 3))
     sym = maxsim_loop(queries, keys[role == SYMBOL_ROLE], owner[role == SYMBOL_ROLE], 3)
     ctx = maxsim_loop(queries, keys[role == CONTEXT_ROLE], owner[role == CONTEXT_ROLE], 3)
     torch.testing.assert_close(got, sym.clamp_min(0) * ctx.clamp_min(0), atol=1e-5, rtol=1e-5)

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 from tqdm import tqdm
@@ -33,12 +32,12 @@ from fmi.evaluate import Outputs, hits
 from fmi.forward import collect
 from fmi.generate import greedy
 from fmi.keys import Standardizer, maxsim, pad_queries
-from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE
-from fmi.prompts import prompt_spans, span_tokens
+from fmi.prompts import prompt_spans
 from fmi.queries import QuerySet, build_queries, unique_bindings
 from fmi.report import Panel, Report
-from fmi.retrieval import decide, score_queries
+from fmi.retrieval import decide, dual_key_scores, score_queries, token_channels
 from fmi.sites import UNEMBED_IN, resid
+from fmi.write import key_tokens
 
 NAME = "layer_sweep"
 TITLE = "Injection-layer sweep and key-layer sweep"
@@ -214,36 +213,15 @@ def _token_keys(setup: Setup, split, layers: list[int]) -> tuple[dict, dict]:
     texts, spans = zip(*(prompt_spans(split.templates, "write", b) for b in entries), strict=True)
     sites = [resid(layer) for layer in layers]
     got = collect(setup.model.bridge, tok, list(texts), sites, batch_size=setup.cfg.batch_size)
-    idx = [
-        (span_tokens(tok, t, s["symbol"]), span_tokens(tok, t, s["context"]))
-        for t, s in zip(texts, spans, strict=True)
-    ]
-    owner = torch.tensor([i for i, (a, b) in enumerate(idx) for _ in (*a, *b)])
-    role = torch.tensor(
-        [r for a, b in idx for r in [SYMBOL_ROLE] * len(a) + [CONTEXT_ROLE] * len(b)]
-    )
-    tokens, symbols = {}, {}
-    for layer, site in zip(layers, sites, strict=True):
-        acts = got.acts[site]
-        tokens[layer] = torch.stack([acts[i][j] for i, (a, b) in enumerate(idx) for j in (*a, *b)])
-        symbols[layer] = torch.stack([acts[i][a[-1]] for i, (a, _) in enumerate(idx)])
-    return {"tokens": tokens, "owner": owner, "role": role}, symbols
-
-
-def dual_scores(
-    queries: Float[Tensor, "q pos d"],
-    mask: Tensor,
-    keys: Float[Tensor, "m d"],
-    owner: Tensor,
-    role: Tensor,
-    n: int,
-) -> Float[Tensor, "q n"]:
-    """The ``dual_key`` rule: symbol-token MaxSim times context-token MaxSim (each clamped at 0)."""
-    out = []
-    for r in (SYMBOL_ROLE, CONTEXT_ROLE):
-        sel = role == r
-        out.append(maxsim(queries, mask, keys[sel], owner[sel], n).clamp_min(0))
-    return out[0] * out[1]
+    where = key_tokens(tok, list(texts), list(spans))
+    at = dict(zip(layers, sites, strict=True))
+    keys = {
+        "tokens": {layer: where.token_keys(got.acts[at[layer]]) for layer in layers},
+        "owner": torch.tensor(where.prompt),
+        "role": torch.tensor(where.role),
+    }
+    symbols = {layer: where.symbol_keys(got.acts[at[layer]]) for layer in layers}
+    return keys, symbols
 
 
 def key_layer_sweep(setup: Setup, layers: list[int], *, progress: bool = True) -> dict:
@@ -285,7 +263,10 @@ def key_layer_sweep(setup: Setup, layers: list[int], *, progress: bool = True) -
                 [std(a[c]) for a, c in zip(got.acts[site], got.content, strict=True)]
             )
             n = len(entries)
-            dual = dual_scores(q, mask, std(keys["tokens"][layer]), keys["owner"], keys["role"], n)
+            channels = token_channels(
+                q, mask, std(keys["tokens"][layer]), keys["owner"], keys["role"], n
+            )
+            dual = dual_key_scores(*channels)
             raw = maxsim(q, mask, std(symbols[layer]), torch.arange(n), n)
             out["dual_key"][name].append(float((dual.argmax(1) == want).float().mean()))
             out["raw_symbol"][name].append(float((raw.argmax(1) == want).float().mean()))
