@@ -21,9 +21,13 @@ class Collected:
     content: list[Tensor] = field(default_factory=list)  # per prompt: not a special token
     last: list[Tensor] = field(default_factory=list)
 
+    def stack_at(self, site: str, index: list[int]) -> Float[Tensor, "n d"]:
+        """Prompt ``i``'s activation at its unpadded token ``index[i]`` (negative: from the end)."""
+        return torch.stack([a[i] for a, i in zip(self.acts[site], index, strict=True)])
+
     def stack_last(self, site: str) -> Float[Tensor, "n d"]:
         """Each prompt's activation at its last token (the answer position)."""
-        return torch.stack([a[-1] for a in self.acts[site]])
+        return self.stack_at(site, [-1] * len(self.acts[site]))
 
 
 @torch.inference_mode()

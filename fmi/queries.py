@@ -24,6 +24,16 @@ class QuerySet:
     def index(self, kind: str) -> list[int]:
         return [i for i, k in enumerate(self.kinds) if k == kind]
 
+    def subset(self, rows: list[int]) -> QuerySet:
+        """The prompts ``rows``, in that order (entry indices still point into the same bank)."""
+        return QuerySet(
+            [self.texts[i] for i in rows],
+            [self.kinds[i] for i in rows],
+            [self.entry[i] for i in rows],
+            [self.symbol[i] for i in rows],
+            [self.gate[i] for i in rows],
+        )
+
 
 def unique_bindings(bindings) -> list:
     """One binding per (context, symbol): what gets written. Paraphrased reads share an entry."""

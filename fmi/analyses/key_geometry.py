@@ -89,10 +89,7 @@ def _states(setup: Setup, texts: list[str], where: list[int], layers: list[int])
     got = collect(
         setup.model.bridge, setup.model.tokenizer, texts, sites, batch_size=setup.cfg.batch_size
     )
-    return {
-        layer: torch.stack([a[i] for a, i in zip(got.acts[site], where, strict=True)])
-        for layer, site in zip(layers, sites, strict=True)
-    }
+    return {layer: got.stack_at(site, where) for layer, site in zip(layers, sites, strict=True)}
 
 
 def _symbol_prompts(setup: Setup, split, items) -> tuple[list[str], list[int]]:

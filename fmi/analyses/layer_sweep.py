@@ -92,16 +92,6 @@ def sweep_sites(n_layers: int) -> list[str]:
     return [*(resid(layer, "pre") for layer in range(n_layers)), resid(n_layers - 1), UNEMBED_IN]
 
 
-def _select(qs: QuerySet, rows: list[int]) -> QuerySet:
-    return QuerySet(
-        [qs.texts[i] for i in rows],
-        [qs.kinds[i] for i in rows],
-        [qs.entry[i] for i in rows],
-        [qs.symbol[i] for i in rows],
-        [qs.gate[i] for i in rows],
-    )
-
-
 def _subsample(qs: QuerySet, per_kind: int, seed: int) -> QuerySet:
     rng = np.random.default_rng(seed)
     keep: list[int] = []
@@ -110,7 +100,7 @@ def _subsample(qs: QuerySet, per_kind: int, seed: int) -> QuerySet:
         if len(rows) > per_kind:
             rows = sorted(rng.choice(rows, size=per_kind, replace=False).tolist())
         keep += rows
-    return _select(qs, keep)
+    return qs.subset(keep)
 
 
 def oracle_entries(qs: QuerySet, entries) -> list[int]:
@@ -175,7 +165,7 @@ def injection_sweep(setup: Setup, *, progress: bool = True) -> dict:
     base = _run(setup, qs, UNEMBED_IN, zero, label_ids)
     # learned retrieval differs from the oracle only where it picks another entry or abstains
     other = [q for q in range(len(qs.texts)) if learned[q] != oracle[q] and learned[q] >= 0]
-    sub = _select(qs, other)
+    sub = qs.subset(other)
     rates: dict[str, dict[str, list[list[float]]]] = {
         r: {m: [] for m in METRICS} for r in RETRIEVALS
     }

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
@@ -140,10 +139,8 @@ def collect_states(
     got = collect(setup.model.bridge, tok, texts, sites, batch_size=setup.cfg.batch_size)
     out: dict[str, dict[str, Tensor]] = {}
     for site in sites:
-        acts = got.acts[site]
         out[site] = {
-            pos: torch.stack([a[w[p]] for a, w in zip(acts, where, strict=True)])
-            for p, pos in enumerate(POSITIONS)
+            pos: got.stack_at(site, [w[p] for w in where]) for p, pos in enumerate(POSITIONS)
         }
         got.acts[site] = []  # free the full sequences as we go
     return out
