@@ -1,4 +1,4 @@
-"""The ``fmi`` command line: ``fmi models``, ``fmi recall``, ``fmi analyses``, ``fmi inspect``."""
+"""The ``fmi`` command line: ``models``, ``recall``, ``analyses``, ``inspect``, ``compare``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,28 @@ def _analyses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from fmi.compare.config import CompareConfig
+    from fmi.compare.figures import markdown_table
+    from fmi.compare.run import run_compare
+
+    splits = tuple(x.strip() for x in args.splits.split(",") if x.strip())
+    if args.quick:
+        cfg = CompareConfig.quick_config(
+            model=args.model or "tiny-gemma", task=args.task, seed=args.seed, splits=splits
+        )
+    else:
+        cfg = CompareConfig(
+            model=args.model or "auto", task=args.task, seed=args.seed, splits=splits
+        )
+    doc, path = run_compare(cfg, args.out, json_path=args.json, progress=not args.quiet)
+    for name, result in doc["splits"].items():
+        print(f"model {doc['model']} | split {name} | {doc['header']['wall_seconds']} s")
+        print(markdown_table(result["rows"]))
+    print(f"wrote {path}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from fmi.inspect_run import run_inspect
 
@@ -117,6 +139,15 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--quiet", action="store_true", help="no progress bars")
+    c = sub.add_parser("compare", help="the fast memory against baselines, one HTML report")
+    c.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    c.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
+    c.add_argument("--splits", default="same", help="comma-separated evaluation splits")
+    c.add_argument("--out", help="output directory; default reports/<model>")
+    c.add_argument("--json", help="also write the results document here")
+    c.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
     i = sub.add_parser("inspect", help="one read prompt as an offline circuitsvis HTML page")
     i.add_argument("--model", default="auto", help="registry name; default auto")
     i.add_argument("--context", required=True, help="the binding's context, e.g. 'game A'")
@@ -140,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall": _recall,
         "analyses": _analyses,
         "inspect": _inspect,
+        "compare": _compare,
     }[args.command]
     try:
         return handler(args)

@@ -7,6 +7,7 @@ the memory-free output.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +16,11 @@ import torch
 from fmi.calibrate import Fitted, read_queries, write_memory
 from fmi.config import RecallConfig
 from fmi.generate import Generated, greedy
+from fmi.memory import FastMemory
 from fmi.metrics import answer_word, bootstrap_ci, rate
 from fmi.queries import QuerySet, build_queries, unique_bindings
-from fmi.retrieval import Decision, decide, retrieved_right, score_queries
+from fmi.retrieval import Decision, QueryScores, decide, retrieved_right, score_queries
+from fmi.write import Written
 
 METRICS = ("write", "read", "plain", "unrelated", "unrelated_changed")
 
@@ -121,7 +124,7 @@ def _misses(model, qs: QuerySet, entries, out: Outputs, limit: int = 5) -> list[
     return found
 
 
-def _summary(
+def summarize(
     hits: dict[str, list[bool]],
     qs: QuerySet,
     cfg: RecallConfig,
@@ -145,13 +148,42 @@ def _summary(
     return row
 
 
-def evaluate_split(
-    model, split, fitted: Fitted, cfg: RecallConfig, modes: tuple[str, ...]
-) -> dict[str, dict]:
-    """Every mode's metrics on one split, plus the memory-free baseline as mode ``none``."""
+@dataclass(frozen=True)
+class SplitRun:
+    """One split written into a memory and read once without it: what every method reuses.
+
+    ``write_seconds`` is the wall time of the batched frozen forward that wrote the memory.
+    """
+
+    split: object
+    written: Written
+    memory: FastMemory
+    qs: QuerySet
+    scores: QueryScores
+    labels: list[str]
+    label_ids: torch.Tensor
+    base: Generated
+    write_seconds: float
+
+    @property
+    def entries(self) -> list:
+        return self.written.entries
+
+    def hits(self, model, out: Outputs) -> dict[str, list[bool]]:
+        return hits(model, self.qs, self.entries, self.labels, out, self.base)
+
+    @property
+    def base_outputs(self) -> Outputs:
+        return Outputs(self.base.tokens, self.base.label_pick)
+
+
+def prepare_split(model, split, fitted: Fitted, cfg: RecallConfig) -> SplitRun:
+    """Write ``split``'s bindings, score every query against them, decode every query plainly."""
     entries = unique_bindings(split.bindings)
     enc = fitted.encoder
+    start = time.perf_counter()
     written, memory = write_memory(model, entries, split.templates, fitted, cfg)
+    write_seconds = time.perf_counter() - start
     qs = build_queries(split, entries)
     got = read_queries(model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
     scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content)
@@ -166,20 +198,38 @@ def evaluate_split(
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
     )
-    decisions = {m: decide(m, scores, memory, gate=qs.gate) for m in modes}
-    outputs = _injected_outputs(model, qs, decisions, base, memory, label_ids, cfg)
-    results = {
-        "none": _summary(
-            hits(model, qs, written.entries, labels, Outputs(base.tokens, base.label_pick), base),
-            qs,
-            cfg,
-        )
-    }
+    return SplitRun(split, written, memory, qs, scores, labels, label_ids, base, write_seconds)
+
+
+def mode_outputs(
+    model, run: SplitRun, cfg: RecallConfig, modes: tuple[str, ...]
+) -> tuple[dict[str, Decision], dict[str, Outputs]]:
+    """Each mode's decisions on a prepared split and the greedy outputs they lead to."""
+    decisions = {m: decide(m, run.scores, run.memory, gate=run.qs.gate) for m in modes}
+    outputs = _injected_outputs(model, run.qs, decisions, run.base, run.memory, run.label_ids, cfg)
+    return decisions, outputs
+
+
+def mode_rows(model, run: SplitRun, cfg: RecallConfig, modes: tuple[str, ...]) -> dict[str, dict]:
+    """Each retrieval mode's summary row on a prepared split."""
+    qs, memory = run.qs, run.memory
+    decisions, outputs = mode_outputs(model, run, cfg, modes)
     reads = qs.index("read")
+    results = {}
     for mode in modes:
-        got_hits = hits(model, qs, written.entries, labels, outputs[mode], base)
         chosen = decisions[mode].entry[reads]
         right = retrieved_right(mode, chosen, [qs.entry[q] for q in reads], memory).tolist()
-        results[mode] = _summary(got_hits, qs, cfg, decisions[mode], right)
-        results[mode]["read_misses"] = _misses(model, qs, written.entries, outputs[mode])
+        results[mode] = summarize(run.hits(model, outputs[mode]), qs, cfg, decisions[mode], right)
+        results[mode]["read_misses"] = _misses(model, qs, run.entries, outputs[mode])
     return results
+
+
+def evaluate_split(
+    model, split, fitted: Fitted, cfg: RecallConfig, modes: tuple[str, ...]
+) -> dict[str, dict]:
+    """Every mode's metrics on one split, plus the memory-free baseline as mode ``none``."""
+    run = prepare_split(model, split, fitted, cfg)
+    return {
+        "none": summarize(run.hits(model, run.base_outputs), run.qs, cfg),
+        **mode_rows(model, run, cfg, modes),
+    }

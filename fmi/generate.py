@@ -18,6 +18,7 @@ class Generated:
 
     tokens: list[tuple[int, ...]]
     label_pick: list[int]  # index into ``label_ids`` of the best-scoring label at step one
+    entropy: list[float]  # the first step's next-token entropy (nats), injection included
 
 
 @torch.inference_mode()
@@ -39,6 +40,7 @@ def greedy(
     """
     tokens: list[tuple[int, ...]] = []
     picks: list[int] = []
+    entropy: list[float] = []
     bridge = model.bridge
     for start in range(0, len(texts), batch_size):
         enc = encode(model.tokenizer, texts[start : start + batch_size])
@@ -61,6 +63,14 @@ def greedy(
                 logits_to_keep=1,  # the prompt step needs the answer position's logits only
             )
         tokens.extend(tuple(row[width:].tolist()) for row in out.sequences)
+        first = out.logits[0].float()
+        entropy.extend(next_token_entropy(first).tolist())
         if label_ids is not None:
-            picks.extend(out.logits[0][:, label_ids].argmax(-1).tolist())
-    return Generated(tokens, picks)
+            picks.extend(first[:, label_ids].argmax(-1).tolist())
+    return Generated(tokens, picks, entropy)
+
+
+def next_token_entropy(logits: Float[Tensor, "n vocab"]) -> Float[Tensor, " n"]:
+    """Entropy (nats) of each row's next-token distribution ``softmax(logits)``."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)

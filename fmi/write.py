@@ -9,6 +9,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fmi.forward import collect
+from fmi.generate import next_token_entropy
 from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, Entry
 from fmi.prompts import prompt_spans, span_tokens
 from fmi.values import correction_values, unembedding
@@ -24,7 +25,13 @@ class Written:
     token_keys: Float[Tensor, "m d"]  # token_site, every token of the symbol and the context
     token_owner: Tensor
     token_role: Tensor
-    answer_norms: Float[Tensor, " n"]  # |h| at the injection site, answer position
+    answer_states: Float[Tensor, "n d"]  # h at the injection site, answer position
+    answer_entropy: Float[Tensor, " n"]  # the frozen model's next-token entropy there (nats)
+
+    @property
+    def answer_norms(self) -> Float[Tensor, " n"]:
+        """|h| at the injection site, answer position."""
+        return self.answer_states.norm(dim=-1)
 
 
 def label_token(tokenizer, templates, label: str) -> int:
@@ -83,8 +90,10 @@ def write(
     prompts, spans = zip(*(write_prompt(templates, b) for b in bindings), strict=True)
     targets = torch.tensor([label_token(tok, templates, b.label) for b in bindings])
     w_u, _ = unembedding(model.bridge)
+    entropy: list[Tensor] = []
 
     def values_of(last_logits: Tensor, rows: slice) -> Tensor:
+        entropy.append(next_token_entropy(last_logits))
         return correction_values(w_u, last_logits, targets[rows])
 
     sites = list(dict.fromkeys([symbol_site, token_site, inject_site]))
@@ -102,5 +111,6 @@ def write(
         token_keys=where.token_keys(got.acts[token_site]),
         token_owner=torch.tensor(where.prompt),
         token_role=torch.tensor(where.role),
-        answer_norms=got.stack_last(inject_site).norm(dim=-1),
+        answer_states=got.stack_last(inject_site),
+        answer_entropy=torch.cat(entropy),
     )

@@ -1,0 +1,118 @@
+"""The comparison's configuration: one frozen dataclass, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from fmi.config import RecallConfig
+from fmi.errors import ConfigError
+from fmi.projectors import ProjectorConfig
+
+MEMORY_MODES = ("both_top1", "context_gate", "dual_key")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything that decides ``fmi compare``; ``to_dict()`` heads the report and the JSON.
+
+    The memory is fitted exactly as ``fmi recall`` fits it (``recall``, whose model, task, seed
+    and sizes follow the fields here). Baselines are then scored on ``splits`` with the same
+    prompts, metrics and bootstrap intervals.
+
+    - ``steering_layers``: residual layers the steering sweep visits, evenly spaced (the final
+      norm's output is always added); ``steering_alphas`` scale a unit steering vector to a
+      fraction of the median residual norm at that site and the answer position;
+      ``sweep_prompts`` training read prompts score each (site, alpha).
+    - ``epsilon_points``: points on the codebook's read vs unrelated curve.
+    - ``refine_steps``: closed-form refinement steps of the value reported (1 is the seed value).
+    - ``gradmem_steps``/``gradmem_depth``/``gradmem_lr``: backprop-written vectors at the residual
+      site at that fraction of depth, normalized-gradient steps of ``lr`` times the residual norm.
+    - ``entropy_keep``: the entropy gate's threshold lets this fraction of training prompts fire.
+    """
+
+    model: str = "auto"
+    task: str = "builtin"
+    seed: int = 0
+    n_train: int = 150
+    n_eval: int = 40
+    splits: tuple[str, ...] = ("same",)
+    batch_size: int = 16
+    steering_layers: int = 8
+    steering_alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    sweep_prompts: int = 32
+    epsilon_points: int = 21
+    refine_steps: tuple[int, ...] = (1, 2, 5, 10)
+    gradmem_steps: int = 5
+    gradmem_depth: float = 0.66
+    gradmem_lr: float = 0.15
+    entropy_keep: float = 0.99
+    quick: bool = False
+    recall: RecallConfig = field(default_factory=RecallConfig)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "n_train",
+            "n_eval",
+            "batch_size",
+            "steering_layers",
+            "sweep_prompts",
+            "gradmem_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.splits:
+            raise ConfigError("splits must name at least one split")
+        if self.epsilon_points < 2:
+            raise ConfigError(f"epsilon_points must be >= 2, got {self.epsilon_points}")
+        if not self.steering_alphas or min(self.steering_alphas) <= 0:
+            raise ConfigError(f"steering_alphas must be positive, got {self.steering_alphas}")
+        if not self.refine_steps or min(self.refine_steps) < 1:
+            raise ConfigError(f"refine_steps must be >= 1, got {self.refine_steps}")
+        if not 1 <= self.gradmem_steps <= 5:
+            raise ConfigError(f"gradmem_steps must be in 1..5, got {self.gradmem_steps}")
+        if not 0.0 <= self.gradmem_depth <= 1.0:
+            raise ConfigError(f"gradmem_depth must be in [0, 1], got {self.gradmem_depth}")
+        if self.gradmem_lr <= 0:
+            raise ConfigError(f"gradmem_lr must be positive, got {self.gradmem_lr}")
+        if not 0.0 < self.entropy_keep <= 1.0:
+            raise ConfigError(f"entropy_keep must be in (0, 1], got {self.entropy_keep}")
+        object.__setattr__(
+            self,
+            "recall",
+            replace(
+                self.recall,
+                model=self.model,
+                task=self.task,
+                seed=self.seed,
+                n_train=self.n_train,
+                n_eval=self.n_eval,
+                batch_size=self.batch_size,
+            ),
+        )
+
+    @classmethod
+    def quick_config(cls, model: str = "tiny-gemma", **overrides: Any) -> CompareConfig:
+        """A tiny configuration for tests and smoke runs: seconds, not minutes."""
+        small: dict[str, Any] = {
+            "model": model,
+            "n_train": 12,
+            "n_eval": 6,
+            "steering_layers": 2,
+            "steering_alphas": (0.5, 2.0),
+            "sweep_prompts": 6,
+            "epsilon_points": 5,
+            "refine_steps": (1, 2, 3),
+            "gradmem_steps": 2,
+            "quick": True,
+            "recall": RecallConfig(
+                rho_grid=(0.2, 0.8),
+                calibration_prompts=8,
+                n_bootstrap=100,
+                projector=ProjectorConfig(dim=16, steps=20),
+            ),
+        }
+        return cls(**{**small, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,219 @@
+"""The comparison's figures, its one-line finding and its Markdown table (data in, figures out)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+
+from fmi.report import Panel
+
+COLUMNS = ("write", "read", "plain", "unrelated", "unrelated_changed")
+
+
+def _cell(summary: dict, metric: str) -> str:
+    value = summary[metric]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    lo, hi = summary["ci95"][metric]
+    return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _cost(row: dict) -> tuple[str, str, str]:
+    c = row["cost"]
+    return f"{c['forward']:g}", f"{c['backward']:g}", f"{c['seconds']:.1f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Method, the five metrics with 95% intervals, and the write cost, one line per method."""
+    head = "| method | " + " | ".join(COLUMNS) + " | fwd | bwd | write s |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    for r in rows:
+        cells = [_cell(r["summary"], m) for m in COLUMNS]
+        lines.append(
+            f"| {r['method']} | " + " | ".join(cells) + " | " + " | ".join(_cost(r)) + " |"
+        )
+    return "\n".join(lines)
+
+
+def _table(name: str, rows: list[dict]) -> Panel:
+    cols = [[r["method"] for r in rows]]
+    cols += [[_cell(r["summary"], m) for r in rows] for m in COLUMNS]
+    costs = [_cost(r) for r in rows]
+    cols += [[c[i] for c in costs] for i in range(3)]
+    cols.append([r["cost"]["note"] for r in rows])
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[190] + [120] * len(COLUMNS) + [45, 45, 60, 260],
+            header={"values": ["method", *COLUMNS, "fwd", "bwd", "write s", "write cost"]},
+            cells={"values": cols, "align": "left", "font": {"size": 11}},
+        )
+    )
+    fig.update_layout(height=60 + 27 * len(rows), margin={"l": 0, "r": 0, "t": 30, "b": 0})
+    fig.update_layout(title=f"split {name}")
+    return Panel(
+        fig,
+        f"Split {name}: greedy exact match (word level) with 95% bootstrap intervals; higher is "
+        "better for write and read, lower for plain, unrelated and unrelated_changed. fwd/bwd "
+        "count forward and backward passes per written binding (steering: in all, once), write s "
+        "the measured wall time of writing the split.",
+    )
+
+
+def _bars(name: str, rows: list[dict]) -> Panel:
+    fig = go.Figure()
+    for metric in ("read", "plain", "unrelated_changed"):
+        vals = [r["summary"][metric] for r in rows]
+        ci = [r["summary"]["ci95"][metric] for r in rows]
+        fig.add_bar(
+            name=metric,
+            x=[r["method"] for r in rows],
+            y=vals,
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [hi - v for v, (_, hi) in zip(vals, ci, strict=True)],
+                "arrayminus": [v - lo for v, (lo, _) in zip(vals, ci, strict=True)],
+            },
+        )
+    fig.update_layout(
+        barmode="group", yaxis={"range": [0, 1.05]}, height=480, title=f"split {name}"
+    )
+    return Panel(
+        fig, f"Split {name}: read (want high) next to plain and unrelated_changed (want low)."
+    )
+
+
+def _epsilon(name: str, curve: dict) -> Panel:
+    pts = curve["curve"]
+    fig = go.Figure()
+    for metric in ("unrelated_changed", "plain"):
+        fig.add_scatter(
+            x=[p[metric] for p in pts],
+            y=[p["read"] for p in pts],
+            mode="lines+markers",
+            name=f"read vs {metric}",
+            text=[f"eps {p['epsilon']:.3f}" for p in pts],
+        )
+    chosen = min(pts, key=lambda p: abs(p["epsilon"] - curve["chosen"]))
+    fig.add_scatter(
+        x=[chosen["unrelated_changed"]],
+        y=[chosen["read"]],
+        mode="markers",
+        marker={"size": 14, "symbol": "star"},
+        name=f"chosen on training data (eps {curve['chosen']:.3f})",
+    )
+    fig.update_layout(
+        xaxis={"title": "false activation rate", "range": [-0.02, 1.02]},
+        yaxis={"title": "read exact match", "range": [-0.02, 1.02]},
+        height=460,
+        title=f"epsilon-codebook trade-off, split {name}",
+    )
+    return Panel(
+        fig,
+        "The codebook's deferral radius swept over the quantiles of the query distances: each "
+        "point is one epsilon (hover for it). The star is the radius chosen on training data.",
+    )
+
+
+def _steps(name: str, rows: list[dict]) -> Panel:
+    fig = go.Figure()
+    for family in ("iterated value", "gradient-written"):
+        sel = [r for r in rows if r["family"] == family]
+        for metric, dash in (("read", None), ("write", "dot")):
+            fig.add_scatter(
+                x=[r["detail"]["steps"] for r in sel],
+                y=[r["summary"][metric] for r in sel],
+                mode="lines+markers",
+                line={"dash": dash},
+                name=f"{family}: {metric}",
+            )
+    fig.update_layout(
+        xaxis={"title": "gradient steps", "type": "log"},
+        yaxis={"title": "exact match", "range": [-0.02, 1.02]},
+        height=440,
+        title=f"accuracy vs refinement steps, split {name}",
+    )
+    return Panel(
+        fig,
+        "Iterated value: closed-form steps on the output cross-entropy (step 1 is the memory's own "
+        "value). GradMem: backprop through the frozen blocks above its site. Both read with the "
+        "dual_key retrieval.",
+    )
+
+
+def _sweeps(name: str, sweeps: dict) -> Panel:
+    fig = go.Figure()
+    for i, (method, s) in enumerate(sweeps.items()):
+        fig.add_heatmap(
+            z=s["accuracy"],
+            x=[str(a) for a in s["alphas"]],
+            y=s["sites"],
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            showscale=i == 0,
+            visible=True,
+            name=method,
+            xaxis=f"x{i + 1}" if i else "x",
+            yaxis=f"y{i + 1}" if i else "y",
+        )
+    fig.update_layout(
+        grid={"rows": 1, "columns": len(sweeps), "pattern": "independent"},
+        height=420,
+        title=f"steering sweep on training reads ({', '.join(sweeps)}), split {name}",
+    )
+    return Panel(
+        fig,
+        "Training read accuracy (first token) of each steering site and scale (alpha: fraction of "
+        "the median residual norm), with the read's own label vector; the best cell is used.",
+    )
+
+
+def _entropy(name: str, ent: dict) -> Panel:
+    fig = go.Figure()
+    for kind, vals in ent["by_kind"].items():
+        fig.add_histogram(x=vals, name=f"{kind} questions", opacity=0.6, nbinsx=30)
+    fig.add_histogram(x=ent["write"], name="write statements", opacity=0.6, nbinsx=30)
+    for kind, tau in ent["thresholds"].items():
+        fig.add_vline(x=tau, line_dash="dash", annotation_text=f"{kind} gate {tau:.2f}")
+    fig.update_layout(barmode="overlay", xaxis={"title": "next-token entropy (nats)"}, height=420)
+    return Panel(
+        fig,
+        f"Split {name}: the frozen model's next-token entropy at the answer position, and the "
+        "gates' thresholds chosen on training prompts. A gate saves work only where it stays shut.",
+    )
+
+
+def panels(results: dict[str, dict]) -> list[Panel]:
+    out = []
+    for name, r in results.items():
+        out += [_table(name, r["rows"]), _bars(name, r["rows"]), _epsilon(name, r["codebook"])]
+        out += [_steps(name, r["rows"]), _sweeps(name, r["steering_sweeps"])]
+        out.append(_entropy(name, r["entropy"]))
+    return out
+
+
+def finding(results: dict[str, dict]) -> str:
+    """One line: the best read among baselines and the fast memory's, with their false rates."""
+    parts = []
+    for name, r in results.items():
+        rows = r["rows"]
+        mem = max(
+            (x for x in rows if x["family"] == "fast memory"), key=lambda x: x["summary"]["read"]
+        )
+        base = [x for x in rows if x["family"] not in ("fast memory", "in-context")]
+        best = max(base, key=lambda x: x["summary"]["read"] - x["summary"]["unrelated_changed"])
+
+        def say(x: dict[str, Any]) -> str:
+            s = x["summary"]
+            return (
+                f"{x['method']} read {s['read']:.2f} (plain {s['plain']:.2f}, unrelated changed "
+                f"{s['unrelated_changed']:.2f})"
+            )
+
+        parts.append(
+            f"{name}: {say(mem)}; best other method outside the in-context ceiling: {say(best)}"
+        )
+    return " | ".join(parts)

@@ -1,0 +1,118 @@
+"""Gradient-written memory (GradMem-style): a vector optimised by backprop through the frozen
+model at the write prompt, stored and injected at the same site when the binding is read.
+
+Per binding, ``delta`` starts at zero at a residual site (``blocks.{L}.hook_resid_post``, answer
+position) and takes ``k <= 5`` normalized gradient steps on the write prompt's cross-entropy of
+the label, each of length ``lr`` times that prompt's residual norm there. Gradients flow through
+every block above ``L`` and the unembedding into ``delta`` alone: the model's parameters are
+frozen and never receive a gradient (tests check they stay bit-identical). Reads use the
+memory's ``dual_key`` retrieval and inject the retrieved binding's ``delta``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from fmi.compare.rows import Cost, Row, inject, score
+from fmi.config import RecallConfig
+from fmi.evaluate import SplitRun
+from fmi.hooks import add_at_positions
+from fmi.prompts import encode
+from fmi.retrieval import Decision
+from fmi.sites import resid
+from fmi.write import write_prompt
+
+
+def gradmem_site(n_layers: int, depth: float) -> str:
+    """The residual site at ``depth`` (a fraction of the network) where vectors are written."""
+    return resid(round(depth * (n_layers - 1)), "post")
+
+
+def _capture(store: dict[str, Tensor]):
+    def hook(act: Tensor, hook: object) -> Tensor:
+        store["act"] = act.detach()
+        return act
+
+    return hook
+
+
+def optimise(
+    model,
+    texts: list[str],
+    targets: Int[Tensor, " n"],
+    site: str,
+    steps: int,
+    lr: float,
+    batch_size: int = 16,
+) -> tuple[dict[int, Float[Tensor, "n d"]], dict[int, float]]:
+    """The vector after each step 1..``steps`` for every text, and the seconds spent up to each
+    step (left-padded batches: the answer position is the last column)."""
+    bridge = model.bridge
+    snapshots: dict[int, list[Tensor]] = {k: [] for k in range(1, steps + 1)}
+    seconds = dict.fromkeys(range(1, steps + 1), 0.0)
+    for start in range(0, len(texts), batch_size):
+        began = time.perf_counter()
+        enc = encode(model.tokenizer, texts[start : start + batch_size])
+        n, width = enc.tokens.shape
+        pos = torch.full((n,), width - 1)
+        y = targets[start : start + n]
+        seen: dict[str, Tensor] = {}
+        delta = torch.zeros(n, int(bridge.cfg.d_model))
+        for k in range(1, steps + 1):
+            delta = delta.detach().requires_grad_(True)
+            hooks = [(site, add_at_positions(delta, pos))]
+            if k == 1:  # delta is zero: the residual norm the step lengths are scaled by
+                hooks.insert(0, (site, _capture(seen)))
+            with torch.enable_grad(), bridge.hooks(fwd_hooks=hooks):
+                logits = bridge(enc.tokens, attention_mask=enc.mask, logits_to_keep=1)
+                loss = torch.nn.functional.cross_entropy(logits[:, -1].float(), y, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, delta)
+            scale = seen["act"][:, -1].float().norm(dim=-1, keepdim=True)
+            step = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta = (delta - lr * scale * step).detach()
+            snapshots[k].append(delta.clone())
+            seconds[k] += time.perf_counter() - began
+    return {k: torch.cat(v) for k, v in snapshots.items()}, seconds
+
+
+def gradmem_rows(
+    model, run: SplitRun, cfg: RecallConfig, ccfg, dual: Decision
+) -> tuple[list[Row], dict]:
+    """Rows for 1..``gradmem_steps`` steps, read with ``dual``'s retrieval decisions."""
+    site = gradmem_site(int(model.bridge.cfg.n_layers), ccfg.gradmem_depth)
+    templates = run.split.templates  # type: ignore[attr-defined]
+    texts = [write_prompt(templates, e)[0] for e in run.entries]
+    targets = torch.tensor([e.target for e in run.entries])
+    vectors, seconds = optimise(
+        model, texts, targets, site, ccfg.gradmem_steps, ccfg.gradmem_lr, cfg.batch_size
+    )
+    entry = dual.entry.clamp_min(0)
+    rows = []
+    for k in sorted(vectors):
+        out = inject(model, run, cfg, site, vectors[k][entry], dual.active)
+        cost = Cost(
+            1 + k,
+            k,
+            run.write_seconds + seconds[k],
+            f"the key-writing forward, then {k} forward+backward step(s) through the blocks "
+            f"above {site}",
+        )
+        ratio = seconds[k] / max(run.write_seconds, 1e-9)
+        rows.append(
+            score(
+                model,
+                run,
+                cfg,
+                f"GradMem ({k} step{'s' if k > 1 else ''})",
+                "gradient-written",
+                out,
+                cost,
+                active=dual.active,
+                detail={"site": site, "steps": k, "seconds_vs_forward_write": ratio},
+            )
+        )
+    return rows, {"site": site, "seconds": seconds, "forward_write_seconds": run.write_seconds}

@@ -1,0 +1,181 @@
+"""``fmi compare``: the fast memory against the alternatives, on the same prompts and metrics.
+
+The memory is fitted once on the training split (as ``fmi recall`` fits it). Then, on each
+evaluation split, the bindings are written once, every query is decoded once without memory, and
+each method produces its own outputs, scored by the recall experiment's metrics and intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fmi.calibrate import Fitted, fit
+from fmi.compare import codebook, entropy_gate, figures, gradmem, in_context, iterated, steering
+from fmi.compare.config import MEMORY_MODES, CompareConfig
+from fmi.compare.rows import Cost, Row
+from fmi.evaluate import SplitRun, mode_outputs, prepare_split, summarize
+from fmi.labels import check_labels
+from fmi.models import LoadedModel, load_model
+from fmi.provenance import header
+from fmi.recall import task_for
+from fmi.report import Report, write_report
+from fmi.retrieval import retrieved_right
+
+
+def memory_rows(
+    model, run: SplitRun, cfg: CompareConfig, write_cost: Cost
+) -> tuple[list[Row], Any]:
+    """The fast memory's own rows, and the ``dual_key`` decision and outputs other rows reuse."""
+    rc = cfg.recall
+    modes = tuple(dict.fromkeys((*MEMORY_MODES, "dual_key")))
+    decisions, outputs = mode_outputs(model, run, rc, modes)
+    reads = run.qs.index("read")
+    rows = []
+    for mode in MEMORY_MODES:
+        chosen = decisions[mode].entry[reads]
+        right = retrieved_right(mode, chosen, [run.qs.entry[q] for q in reads], run.memory)
+        summary = summarize(
+            run.hits(model, outputs[mode]), run.qs, rc, decisions[mode], right.tolist()
+        )
+        rows.append(Row(f"fast memory: {mode}", "fast memory", summary, write_cost))
+    return rows, (decisions["dual_key"], outputs["dual_key"])
+
+
+def compare_split(
+    model,
+    train_split,
+    run: SplitRun,
+    fitted: Fitted,
+    cfg: CompareConfig,
+    taus: dict[str, float],
+    progress: bool = False,
+    announce: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every method's row on one prepared split, plus the curves behind the figures."""
+    rc = cfg.recall
+    n = len(run.entries)
+    write_cost = Cost(1, 0, run.write_seconds, f"one batched frozen forward over {n} statements")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - start, 1)
+        announce(f"fmi: {run.split.name}: {name} in {timings[name]} s")  # type: ignore[attr-defined]
+        return result
+
+    rows: list[Row] = [
+        Row(
+            "no memory",
+            "none",
+            summarize(run.hits(model, run.base_outputs), run.qs, rc),
+            Cost(0, 0, 0.0),
+        )
+    ]
+    rows += timed(
+        "in-context",
+        lambda: [in_context.in_context_row(model, run, rc, v) for v in in_context.VARIANTS],
+    )
+    steer_rows, sweeps = timed(
+        "steering", lambda: steering.steering_rows(model, train_split, run, rc, cfg, progress)
+    )
+    rows += steer_rows
+    threshold = fitted.thresholds["raw_both_top1"]
+    code_rows, curve = timed(
+        "codebook",
+        lambda: codebook.codebook_rows(model, run, rc, threshold, cfg.epsilon_points, write_cost),
+    )
+    rows += code_rows
+    mem_rows, (dual, dual_out) = timed(
+        "fast memory", lambda: memory_rows(model, run, cfg, write_cost)
+    )
+    rows += timed(
+        "iterated value",
+        lambda: iterated.iterated_rows(model, run, rc, list(cfg.refine_steps), dual),
+    )
+    grad_rows, grad = timed("GradMem", lambda: gradmem.gradmem_rows(model, run, rc, cfg, dual))
+    rows += grad_rows
+    rows.append(entropy_gate.gated_row(model, run, rc, taus, dual, dual_out, write_cost))
+    rows += mem_rows
+    entropy = {
+        kind: [run.base.entropy[q] for q in run.qs.index(kind)]
+        for kind in ("read", "plain", "unrelated")
+    }
+    return {
+        "rows": [r.to_dict() for r in rows],
+        "codebook": curve,
+        "steering_sweeps": sweeps,
+        "gradmem": grad,
+        "entropy": {
+            "thresholds": taus,
+            "by_kind": entropy,
+            "write": run.written.answer_entropy.tolist(),
+        },
+        "seconds": timings,
+    }
+
+
+def run_compare(
+    cfg: CompareConfig,
+    out_dir: str | Path | None = None,
+    *,
+    model: LoadedModel | None = None,
+    json_path: str | Path | None = None,
+    progress: bool = True,
+    announce: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], Path]:
+    """Fit, compare on every split in ``cfg.splits``, write ``compare.html``/``.json``."""
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        model = load_model(cfg.model, seed=cfg.seed, announce=announce)
+    rc = cfg.recall
+    task = task_for(rc)
+    splits = [task.split(name) for name in cfg.splits]  # unknown names fail before any work
+    check_labels(task, model.tokenizer)
+    announce(f"fmi: fitting the memory on {model.name} (training split only)")
+    fitted = fit(model, task.train, rc)
+    taus = entropy_gate.training_thresholds(model, task.train, rc, cfg.entropy_keep)
+    announce(f"fmi: fitted in {time.perf_counter() - start:.0f} s")
+    results = {}
+    for split in splits:
+        run = prepare_split(model, split, fitted, rc)
+        results[split.name] = compare_split(
+            model, task.train, run, fitted, cfg, taus, progress, announce
+        )
+    wall = round(time.perf_counter() - start, 1)
+    head = header(
+        model,
+        cfg.to_dict(),
+        sites={
+            "symbol_key": fitted.encoder.symbol_site,
+            "token_key": fitted.encoder.token_site,
+            "inject": rc.inject_site,
+        },
+        alpha={"alpha": fitted.alpha, "rho": fitted.rho},
+        seeds={"seed": cfg.seed, "task_seed": task.seed},
+        task_sizes={s.name: len(s.bindings) for s in (task.train, *splits)},
+        fitted=fitted.to_dict(),
+        wall_seconds=wall,
+    )
+    doc = {"model": model.name, "task": task.name, "splits": results, "header": head}
+    report = Report(
+        "compare",
+        f"Fast memory vs baselines: {model.name}",
+        figures.finding(results),
+        tuple(figures.panels(results)),
+        head,
+        {"splits": results},
+    )
+    out = Path(out_dir) if out_dir is not None else Path("reports") / model.name
+    path = write_report(report, out)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return doc, path

@@ -1,0 +1,217 @@
+"""Activation steering as a memory: CAA (mean difference) and ActAdd vectors, one per label.
+
+The vectors come from :mod:`fmi.steering_vectors`. A sweep on training read prompts picks the
+site (evenly spaced residual layers plus the final norm's output) and the scale (a fraction of
+the median residual norm there), giving each read its own label's vector: the best a steering
+method can do. Then on the evaluation split:
+
+- ``oracle label``: each write/read prompt gets the vector of the label it asks for (an oracle
+  picks it; steering has no retrieval). Plain prompts get the symbol's first label, unrelated
+  prompts the labels in turn: a steering vector that is on does not know it is not needed.
+- ``both edits on``: steering cannot tell game A from game B, so both edits about a symbol are
+  on together: every prompt about the symbol gets the mean of its labels' vectors. This is the
+  two-context conflict.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm import tqdm
+
+from fmi.compare.rows import Cost, Row, inject, score
+from fmi.config import RecallConfig
+from fmi.evaluate import SplitRun
+from fmi.generate import greedy
+from fmi.queries import build_queries, unique_bindings
+from fmi.sites import UNEMBED_IN, resid
+from fmi.steering_vectors import actadd_vectors, caa_vectors, last_states
+
+METHODS = ("CAA", "ActAdd")
+VARIANTS = ("oracle label", "both edits on")
+
+
+def steering_sites(n_layers: int, k: int) -> list[str]:
+    """``k`` evenly spaced ``hook_resid_post`` sites (the last layer included), then the final
+    norm's output."""
+    layers = sorted({int(round(x)) for x in np.linspace(0, n_layers - 1, min(k, n_layers))})
+    return [resid(layer, "post") for layer in layers] + [UNEMBED_IN]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Training read accuracy (first token) of each (site, alpha), and the pick."""
+
+    sites: list[str]
+    alphas: list[float]
+    accuracy: Float[Tensor, "s a"]
+    site: int
+    alpha: float
+
+    def to_dict(self) -> dict:
+        return {
+            "sites": self.sites,
+            "alphas": self.alphas,
+            "accuracy": self.accuracy.tolist(),
+            "site": self.sites[self.site],
+            "alpha": self.alpha,
+        }
+
+
+def pick(accuracy: Float[Tensor, "s a"], alphas: list[float]) -> tuple[int, float]:
+    """The best cell; ties go to the smaller alpha, then the earlier site."""
+    best = float(accuracy.max())
+    for a in sorted(range(len(alphas)), key=lambda j: alphas[j]):
+        for s in range(accuracy.shape[0]):
+            if float(accuracy[s, a]) >= best:
+                return s, alphas[a]
+    raise AssertionError("unreachable: the maximum is in the table")
+
+
+def unit(v: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def sweep(
+    model,
+    texts: list[str],
+    targets: list[int],
+    label_of: list[int],
+    vectors: Float[Tensor, "k s d"],
+    sites: list[str],
+    norms: Float[Tensor, " s"],
+    alphas: list[float],
+    cfg: RecallConfig,
+    progress: bool = False,
+) -> Sweep:
+    """Inject each text's label vector at every (site, alpha); score the first greedy token."""
+    acc = torch.zeros(len(sites), len(alphas))
+    cells = [(s, a) for s in range(len(sites)) for a in range(len(alphas))]
+    for s, a in tqdm(cells, desc="steering sweep", disable=not progress, leave=False):
+        deltas = alphas[a] * norms[s] * unit(vectors[label_of, s])
+        out = greedy(
+            model,
+            texts,
+            site=sites[s],
+            deltas=deltas,
+            max_new_tokens=1,
+            batch_size=cfg.batch_size,
+        )
+        acc[s, a] = float(
+            np.mean([t[:1] == (y,) for t, y in zip(out.tokens, targets, strict=True)])
+        )
+    s, alpha = pick(acc, alphas)
+    return Sweep(sites, alphas, acc, s, alpha)
+
+
+def query_vectors(
+    run: SplitRun, label_vectors: Float[Tensor, "k d"], labels: list[str], variant: str
+) -> Float[Tensor, "q d"]:
+    """Per query, the steering vector that is on under ``variant`` (see the module notes)."""
+    entries = run.entries
+    by_symbol: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        by_symbol.setdefault(e.symbol, []).append(i)
+    symbols = list(by_symbol)
+    index = {lab: i for i, lab in enumerate(labels)}
+
+    def vector(entry_ids: list[int]) -> Tensor:
+        return label_vectors[[index[entries[i].label] for i in entry_ids]].mean(0)
+
+    out, unrelated_seen = [], 0
+    for q, kind in enumerate(run.qs.kinds):
+        symbol = run.qs.symbol[q]
+        if symbol is None:
+            symbol = symbols[unrelated_seen % len(symbols)]
+            unrelated_seen += 1
+        own = run.qs.entry[q]
+        if variant == "oracle label":
+            out.append(vector([own] if kind in ("write", "read") else by_symbol[symbol][:1]))
+        elif variant == "both edits on":
+            out.append(vector(by_symbol[symbol]))
+        else:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return torch.stack(out)
+
+
+def steering_rows(
+    model, train_split, run: SplitRun, cfg: RecallConfig, ccfg, progress: bool = False
+) -> tuple[list[Row], dict]:
+    """CAA and ActAdd rows (both variants) and their sweeps."""
+    n_layers = int(model.bridge.cfg.n_layers)
+    sites = steering_sites(n_layers, ccfg.steering_layers)
+    templates = run.split.templates  # type: ignore[attr-defined]
+    train_entries = unique_bindings(train_split.bindings)
+    written_bindings = unique_bindings(run.split.bindings)  # type: ignore[attr-defined]
+    labels = sorted({b.label for b in [*train_entries, *written_bindings]})
+    tqs = build_queries(train_split, train_entries)
+    reads = tqs.index("read")
+    step = max(1, len(reads) // ccfg.sweep_prompts)
+    reads = reads[::step][: ccfg.sweep_prompts]
+    texts = [tqs.texts[q] for q in reads]
+    read_entries = [train_entries[tqs.entry[q]] for q in reads]
+    targets = [
+        model.tokenizer(templates.target("read", b.label), add_special_tokens=False)["input_ids"][0]
+        for b in read_entries
+    ]
+    label_of = [labels.index(b.label) for b in read_entries]
+    norms = last_states(model, texts, sites, batch_size=cfg.batch_size).norm(dim=-1).median(0)
+    norms = norms.values
+    rows, sweeps = [], {}
+    for method in METHODS:
+        start = time.perf_counter()
+        if method == "CAA":
+            statements = [*train_entries, *written_bindings]
+            vecs = caa_vectors(
+                model, statements, templates, labels, sites, batch_size=cfg.batch_size
+            )
+            forwards = len(statements)
+        else:
+            targets_text = [templates.target("write", lab) for lab in labels]
+            vecs = actadd_vectors(model, targets_text, sites, batch_size=cfg.batch_size)
+            forwards = len(labels) + 1
+        found = sweep(
+            model,
+            texts,
+            targets,
+            label_of,
+            vecs,
+            sites,
+            norms,
+            list(ccfg.steering_alphas),
+            cfg,
+            progress,
+        )
+        seconds = time.perf_counter() - start
+        sweeps[method] = found.to_dict()
+        scale = found.alpha * norms[found.site]
+        label_vectors = scale * unit(vecs[:, found.site])
+        cost = Cost(
+            forwards + len(texts) * found.accuracy.numel(),
+            0,
+            seconds,
+            f"{forwards} statement forwards for {len(labels)} label vectors, plus the training "
+            f"sweep ({found.accuracy.numel()} cells x {len(texts)} prompts); once, not per binding",
+        )
+        for variant in VARIANTS:
+            deltas = query_vectors(run, label_vectors, labels, variant)
+            out = inject(model, run, cfg, sites[found.site], deltas)
+            rows.append(
+                score(
+                    model,
+                    run,
+                    cfg,
+                    f"{method} ({variant})",
+                    "steering",
+                    out,
+                    cost,
+                    active=torch.ones(len(run.qs.texts), dtype=torch.bool),
+                    detail={"site": sites[found.site], "alpha": found.alpha},
+                )
+            )
+    return rows, sweeps
