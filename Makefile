@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fmi-installed
 MODEL ?= auto
 
 
-.PHONY: install assets browser test test-fast lint typecheck check recall analyses clean
+.PHONY: install assets browser test test-fast lint typecheck check recall analyses compare clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ recall: $(STAMP)
 
 analyses: $(STAMP)
 	$(BIN)/fmi analyses --model $(MODEL)
+
+compare: $(STAMP)
+	$(BIN)/fmi compare --model $(MODEL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

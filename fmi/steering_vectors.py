@@ -6,6 +6,11 @@ token over statements that end in that label, minus the mean over statements end
 label. A statement is the write prompt with its label appended (``In game A, blicket means`` +
 `` red``), so the label token is its last token.
 
+*CAA at the answer position*: the same mean difference taken one token earlier, at the write
+prompt's last token (``In game A, blicket means``), grouped by the label that follows it. That
+state predicts the label rather than encoding it as input, so it is the variant aimed at making
+the model *say* the label.
+
 *ActAdd* (Turner et al. 2023, "Activation Addition: Steering Language Models Without
 Optimization"): the activation difference of one prompt pair of equal token length, here at the
 last token: ``"The answer is red"`` minus the neutral ``"The answer is the"``. Turner et al. pad
@@ -116,6 +121,28 @@ def caa_vectors(
     missing = [lab for lab in labels if lab not in present]
     if missing:
         raise ConfigError(f"no statement ends in label(s) {missing}; present: {present}")
+    groups = torch.tensor([present.index(b.label) for b in bindings])
+    states = last_states(model, texts, sites, batch_size=batch_size)
+    diff = mean_difference(states, groups, len(present))
+    return diff[[present.index(lab) for lab in labels]]
+
+
+def caa_answer_vectors(
+    model,
+    bindings,
+    templates,
+    labels: Sequence[str],
+    sites: Sequence[str],
+    *,
+    batch_size: int = 16,
+) -> Float[Tensor, "k s d"]:
+    """Mean-difference vectors of ``labels`` at the answer position of ``bindings``' write
+    prompts (the token before the label), grouped by the label that follows."""
+    present = list(dict.fromkeys(b.label for b in bindings))
+    missing = [lab for lab in labels if lab not in present]
+    if missing:
+        raise ConfigError(f"no statement is followed by label(s) {missing}; present: {present}")
+    texts = [templates.prompt("write", b) for b in bindings]
     groups = torch.tensor([present.index(b.label) for b in bindings])
     states = last_states(model, texts, sites, batch_size=batch_size)
     diff = mean_difference(states, groups, len(present))

@@ -38,9 +38,9 @@ class CompareConfig:
     n_eval: int = 40
     splits: tuple[str, ...] = ("same",)
     batch_size: int = 16
-    steering_layers: int = 8
-    steering_alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
-    sweep_prompts: int = 32
+    steering_layers: int = 6
+    steering_alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    sweep_prompts: int = 24
     epsilon_points: int = 21
     refine_steps: tuple[int, ...] = (1, 2, 5, 10)
     gradmem_steps: int = 5

@@ -1,6 +1,7 @@
 """Activation steering as a memory: CAA (mean difference) and ActAdd vectors, one per label.
 
-The vectors come from :mod:`fmi.steering_vectors`. A sweep on training read prompts picks the
+The vectors come from :mod:`fmi.steering_vectors`: CAA at the label token, CAA at the answer
+position (the token that predicts the label) and ActAdd. A sweep on training read prompts picks the
 site (evenly spaced residual layers plus the final norm's output) and the scale (a fraction of
 the median residual norm there), giving each read its own label's vector: the best a steering
 method can do. Then on the evaluation split:
@@ -30,9 +31,14 @@ from fmi.evaluate import SplitRun
 from fmi.generate import greedy
 from fmi.queries import build_queries, unique_bindings
 from fmi.sites import UNEMBED_IN, resid
-from fmi.steering_vectors import actadd_vectors, caa_vectors, last_states
+from fmi.steering_vectors import (
+    actadd_vectors,
+    caa_answer_vectors,
+    caa_vectors,
+    last_states,
+)
 
-METHODS = ("CAA", "ActAdd")
+METHODS = ("CAA", "CAA at answer", "ActAdd")
 VARIANTS = ("oracle label", "both edits on")
 
 
@@ -165,9 +171,14 @@ def steering_rows(
     rows, sweeps = [], {}
     for method in METHODS:
         start = time.perf_counter()
+        statements = [*train_entries, *written_bindings]
         if method == "CAA":
-            statements = [*train_entries, *written_bindings]
             vecs = caa_vectors(
+                model, statements, templates, labels, sites, batch_size=cfg.batch_size
+            )
+            forwards = len(statements)
+        elif method == "CAA at answer":
+            vecs = caa_answer_vectors(
                 model, statements, templates, labels, sites, batch_size=cfg.batch_size
             )
             forwards = len(statements)
