@@ -111,7 +111,7 @@ def hits(
     return hits
 
 
-def _misses(model, qs: QuerySet, entries, out: Outputs, limit: int = 5) -> list[dict]:
+def misses(model, qs: QuerySet, entries, out: Outputs, limit: int = 5) -> list[dict]:
     """The first ``limit`` read prompts answered wrongly: prompt, label, greedy output."""
     found = []
     for q in qs.index("read"):
@@ -220,7 +220,7 @@ def mode_rows(model, run: SplitRun, cfg: RecallConfig, modes: tuple[str, ...]) -
         chosen = decisions[mode].entry[reads]
         right = retrieved_right(mode, chosen, [qs.entry[q] for q in reads], memory).tolist()
         results[mode] = summarize(run.hits(model, outputs[mode]), qs, cfg, decisions[mode], right)
-        results[mode]["read_misses"] = _misses(model, qs, run.entries, outputs[mode])
+        results[mode]["read_misses"] = misses(model, qs, run.entries, outputs[mode])
     return results
 
 

@@ -273,12 +273,14 @@ def test_entropy_gate_shut_is_no_memory_and_open_is_dual_key(tiny_gemma, prepare
 # --- end to end ---------------------------------------------------------------------------------
 
 
-def test_run_compare_writes_report_and_json(tiny_gemma, tmp_path):
-    cfg = CompareConfig.quick_config()
+@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_pythia"])
+def test_run_compare_writes_report_and_json(fixture, request, tmp_path):
+    model = request.getfixturevalue(fixture)
+    cfg = CompareConfig.quick_config(model=model.name)
     doc, path = run_compare(
         cfg,
         tmp_path,
-        model=tiny_gemma,
+        model=model,
         json_path=tmp_path / "c.json",
         progress=False,
         announce=_quiet,
@@ -301,7 +303,7 @@ def test_run_compare_writes_report_and_json(tiny_gemma, tmp_path):
     html = path.read_text()
     assert "epsilon-codebook trade-off" in html and "refinement steps" in html
     assert "src='http" not in html and 'src="http' not in html
-    assert _no_hooks(tiny_gemma.bridge)
+    assert _no_hooks(model.bridge)
     assert doc["splits"]["same"]["rows"][0]["method"] == "no memory"
 
 

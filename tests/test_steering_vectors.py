@@ -71,6 +71,25 @@ def test_caa_vectors_match_one_statement_at_a_time(tiny_gemma):
         sv.caa_vectors(tiny_gemma, entries, t, ["turquoise"], sites)
 
 
+def test_caa_answer_vectors_match_one_prompt_at_a_time(tiny_neox):
+    task = builtin_task(0, n_train=6, n_eval=2)
+    entries = unique_bindings(task.train.bindings)
+    t = task.train.templates
+    labels = list(dict.fromkeys(b.label for b in entries))[:3]
+    sites = [resid(1), UNEMBED_IN]
+    got = sv.caa_answer_vectors(tiny_neox, entries, t, labels, sites, batch_size=4)
+    states = []
+    for b in entries:  # naive: the write prompt alone, without its label, last token
+        one = collect(tiny_neox.bridge, tiny_neox.tokenizer, [t.prompt("write", b)], sites)
+        states.append(torch.stack([one.acts[s][0][-1] for s in sites]))
+    for k, lab in enumerate(labels):
+        inside = torch.stack([s for s, b in zip(states, entries, strict=True) if b.label == lab])
+        outside = torch.stack([s for s, b in zip(states, entries, strict=True) if b.label != lab])
+        torch.testing.assert_close(got[k], inside.mean(0) - outside.mean(0), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="no statement is followed by label"):
+        sv.caa_answer_vectors(tiny_neox, entries, t, ["turquoise"], sites)
+
+
 def test_actadd_pair_needs_equal_token_lengths(tiny_gemma):
     tok = tiny_gemma.tokenizer
     pos, neg = sv.actadd_pair(tok, " red")

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from fmi.report import Panel
 
@@ -50,7 +51,7 @@ def _table(name: str, rows: list[dict]) -> Panel:
             cells={"values": cols, "align": "left", "font": {"size": 11}},
         )
     )
-    fig.update_layout(height=60 + 27 * len(rows), margin={"l": 0, "r": 0, "t": 30, "b": 0})
+    fig.update_layout(height=90 + 46 * len(rows), margin={"l": 0, "r": 0, "t": 30, "b": 0})
     fig.update_layout(title=f"split {name}")
     return Panel(
         fig,
@@ -144,8 +145,10 @@ def _steps(name: str, rows: list[dict]) -> Panel:
 
 
 def _sweeps(name: str, sweeps: dict) -> Panel:
-    fig = go.Figure()
-    for i, (method, s) in enumerate(sweeps.items()):
+    methods = list(sweeps)
+    fig = make_subplots(rows=1, cols=len(methods), subplot_titles=methods, shared_yaxes=True)
+    for i, method in enumerate(methods):
+        s = sweeps[method]
         fig.add_heatmap(
             z=s["accuracy"],
             x=[str(a) for a in s["alphas"]],
@@ -154,20 +157,17 @@ def _sweeps(name: str, sweeps: dict) -> Panel:
             zmax=1,
             colorscale="Viridis",
             showscale=i == 0,
-            visible=True,
             name=method,
-            xaxis=f"x{i + 1}" if i else "x",
-            yaxis=f"y{i + 1}" if i else "y",
+            row=1,
+            col=i + 1,
         )
-    fig.update_layout(
-        grid={"rows": 1, "columns": len(sweeps), "pattern": "independent"},
-        height=420,
-        title=f"steering sweep on training reads ({', '.join(sweeps)}), split {name}",
-    )
+        fig.update_xaxes(title_text="alpha", row=1, col=i + 1)
+    fig.update_layout(height=440, title=f"steering sweep on training reads, split {name}")
     return Panel(
         fig,
         "Training read accuracy (first token) of each steering site and scale (alpha: fraction of "
-        "the median residual norm), with the read's own label vector; the best cell is used.",
+        "the median residual norm), with the read's own label vector; the best cell is used "
+        "(ties: the smallest alpha).",
     )
 
 

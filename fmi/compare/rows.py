@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from fmi.config import RecallConfig
-from fmi.evaluate import Outputs, SplitRun, summarize
+from fmi.evaluate import Outputs, SplitRun, misses, summarize
 from fmi.generate import greedy
 from fmi.metrics import rate
 
@@ -108,6 +108,7 @@ def score(
 ) -> Row:
     """Score ``out`` with the recall metrics and intervals; ``active`` adds the fired rates."""
     summary = summarize(run.hits(model, out), run.qs, cfg)
+    summary["read_misses"] = misses(model, run.qs, run.entries, out)
     if active is not None:
         summary["fired"] = fired(run, active)
     return Row(method, family, summary, cost, dict(detail or {}))

@@ -19,7 +19,7 @@ from fmi.calibrate import Fitted, fit
 from fmi.compare import codebook, entropy_gate, figures, gradmem, in_context, iterated, steering
 from fmi.compare.config import MEMORY_MODES, CompareConfig
 from fmi.compare.rows import Cost, Row
-from fmi.evaluate import SplitRun, mode_outputs, prepare_split, summarize
+from fmi.evaluate import SplitRun, misses, mode_outputs, prepare_split, summarize
 from fmi.labels import check_labels
 from fmi.models import LoadedModel, load_model
 from fmi.provenance import header
@@ -43,6 +43,7 @@ def memory_rows(
         summary = summarize(
             run.hits(model, outputs[mode]), run.qs, rc, decisions[mode], right.tolist()
         )
+        summary["read_misses"] = misses(model, run.qs, run.entries, outputs[mode])
         rows.append(Row(f"fast memory: {mode}", "fast memory", summary, write_cost))
     return rows, (decisions["dual_key"], outputs["dual_key"])
 
