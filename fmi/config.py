@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from fmi.errors import ConfigError
+from fmi.errors import ConfigError, require_at_least
 from fmi.projectors import ProjectorConfig
 from fmi.retrieval import MODES
 from fmi.sites import UNEMBED_IN, resid
@@ -49,16 +49,17 @@ class RecallConfig:
             raise ConfigError(f"false_accept must be in [0, 1), got {self.false_accept}")
         if not self.rho_grid or min(self.rho_grid) <= 0:
             raise ConfigError(f"rho_grid must be positive values, got {self.rho_grid}")
-        for name in (
-            "max_new_tokens",
-            "batch_size",
-            "n_bootstrap",
-            "n_train",
-            "n_eval",
-            "calibration_prompts",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(
+            self,
+            (
+                "max_new_tokens",
+                "batch_size",
+                "n_bootstrap",
+                "n_train",
+                "n_eval",
+                "calibration_prompts",
+            ),
+        )
 
     def sites(self, n_layers: int) -> tuple[str, str]:
         """``(symbol_site, token_site)`` for a model with ``n_layers`` blocks."""

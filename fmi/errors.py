@@ -27,3 +27,11 @@ class MemoryMismatchError(FmiError):
 
 class ConfigError(FmiError):
     """An invalid configuration value."""
+
+
+def require_at_least(config: object, names: tuple[str, ...], minimum: int = 1) -> None:
+    """``ConfigError`` naming the first field in ``names`` of ``config`` below ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")

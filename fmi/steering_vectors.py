@@ -96,6 +96,21 @@ def single_token(tokenizer, text: str) -> int:
     return int(ids[0])
 
 
+def _label_differences(
+    model, texts, bindings, labels: Sequence[str], sites: Sequence[str], batch_size: int, how: str
+) -> Float[Tensor, "k s d"]:
+    """Last-token states of ``texts`` at ``sites``, mean difference per label of ``bindings``
+    (every label present is a group), rows in the order of ``labels``."""
+    present = list(dict.fromkeys(b.label for b in bindings))
+    missing = [lab for lab in labels if lab not in present]
+    if missing:
+        raise ConfigError(f"no statement {how} label(s) {missing}; present: {present}")
+    groups = torch.tensor([present.index(b.label) for b in bindings])
+    states = last_states(model, texts, sites, batch_size=batch_size)
+    diff = mean_difference(states, groups, len(present))
+    return diff[[present.index(lab) for lab in labels]]
+
+
 def caa_vectors(
     model,
     bindings,
@@ -117,14 +132,7 @@ def caa_vectors(
         want = single_token(tok, templates.target("write", b.label))
         if tok(text)["input_ids"][-1] != want:
             raise ConfigError(f"statement {text!r} does not end in the token of {b.label!r}")
-    present = list(dict.fromkeys(b.label for b in bindings))
-    missing = [lab for lab in labels if lab not in present]
-    if missing:
-        raise ConfigError(f"no statement ends in label(s) {missing}; present: {present}")
-    groups = torch.tensor([present.index(b.label) for b in bindings])
-    states = last_states(model, texts, sites, batch_size=batch_size)
-    diff = mean_difference(states, groups, len(present))
-    return diff[[present.index(lab) for lab in labels]]
+    return _label_differences(model, texts, bindings, labels, sites, batch_size, "ends in")
 
 
 def caa_answer_vectors(
@@ -138,15 +146,8 @@ def caa_answer_vectors(
 ) -> Float[Tensor, "k s d"]:
     """Mean-difference vectors of ``labels`` at the answer position of ``bindings``' write
     prompts (the token before the label), grouped by the label that follows."""
-    present = list(dict.fromkeys(b.label for b in bindings))
-    missing = [lab for lab in labels if lab not in present]
-    if missing:
-        raise ConfigError(f"no statement is followed by label(s) {missing}; present: {present}")
     texts = [templates.prompt("write", b) for b in bindings]
-    groups = torch.tensor([present.index(b.label) for b in bindings])
-    states = last_states(model, texts, sites, batch_size=batch_size)
-    diff = mean_difference(states, groups, len(present))
-    return diff[[present.index(lab) for lab in labels]]
+    return _label_differences(model, texts, bindings, labels, sites, batch_size, "is followed by")
 
 
 def actadd_pair(

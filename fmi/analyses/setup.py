@@ -15,7 +15,7 @@ import torch
 
 from fmi.calibrate import Fitted, fit
 from fmi.config import RecallConfig
-from fmi.errors import ConfigError
+from fmi.errors import ConfigError, require_at_least
 from fmi.labels import check_labels
 from fmi.models import LoadedModel, load_model
 from fmi.projectors import ProjectorConfig
@@ -50,17 +50,18 @@ class AnalysisConfig:
     recall: RecallConfig = field(default_factory=RecallConfig)
 
     def __post_init__(self) -> None:
-        for name in (
-            "n_train",
-            "n_eval",
-            "projector_steps",
-            "sweep_prompts",
-            "probe_prompts",
-            "max_new_tokens",
-            "batch_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(
+            self,
+            (
+                "n_train",
+                "n_eval",
+                "projector_steps",
+                "sweep_prompts",
+                "probe_prompts",
+                "max_new_tokens",
+                "batch_size",
+            ),
+        )
         if self.probe_folds < 2:
             raise ConfigError(f"probe_folds must be >= 2, got {self.probe_folds}")
         if not self.alphas or min(self.alphas) <= 0:

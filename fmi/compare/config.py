@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from fmi.config import RecallConfig
-from fmi.errors import ConfigError
+from fmi.errors import ConfigError, require_at_least
 from fmi.projectors import ProjectorConfig
 
 MEMORY_MODES = ("both_top1", "context_gate", "dual_key")
@@ -51,16 +51,17 @@ class CompareConfig:
     recall: RecallConfig = field(default_factory=RecallConfig)
 
     def __post_init__(self) -> None:
-        for name in (
-            "n_train",
-            "n_eval",
-            "batch_size",
-            "steering_layers",
-            "sweep_prompts",
-            "gradmem_steps",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(
+            self,
+            (
+                "n_train",
+                "n_eval",
+                "batch_size",
+                "steering_layers",
+                "sweep_prompts",
+                "gradmem_steps",
+            ),
+        )
         if not self.splits:
             raise ConfigError("splits must name at least one split")
         if self.epsilon_points < 2:
