@@ -51,7 +51,7 @@ def _table(name: str, rows: list[dict]) -> Panel:
             cells={"values": cols, "align": "left", "font": {"size": 11}},
         )
     )
-    fig.update_layout(height=90 + 46 * len(rows), margin={"l": 0, "r": 0, "t": 30, "b": 0})
+    fig.update_layout(height=100 + 60 * len(rows), margin={"l": 0, "r": 0, "t": 30, "b": 0})
     fig.update_layout(title=f"split {name}")
     return Panel(
         fig,
@@ -171,7 +171,7 @@ def _sweeps(name: str, sweeps: dict) -> Panel:
     )
 
 
-def _entropy(name: str, ent: dict) -> Panel:
+def _entropy(name: str, ent: dict, rows: list[dict]) -> Panel:
     fig = go.Figure()
     for kind, vals in ent["by_kind"].items():
         fig.add_histogram(x=vals, name=f"{kind} questions", opacity=0.6, nbinsx=30)
@@ -179,10 +179,14 @@ def _entropy(name: str, ent: dict) -> Panel:
     for kind, tau in ent["thresholds"].items():
         fig.add_vline(x=tau, line_dash="dash", annotation_text=f"{kind} gate {tau:.2f}")
     fig.update_layout(barmode="overlay", xaxis={"title": "next-token entropy (nats)"}, height=420)
+    gate = next(r["detail"] for r in rows if r["family"] == "entropy gate")
+    opened = ", ".join(f"{k} {v:.2f}" for k, v in gate["question_gate_open"].items())
     return Panel(
         fig,
         f"Split {name}: the frozen model's next-token entropy at the answer position, and the "
-        "gates' thresholds chosen on training prompts. A gate saves work only where it stays shut.",
+        "gates' thresholds chosen on training prompts. A gate saves work only where it stays "
+        f"shut. Statements stored: {gate['writes_stored']:.2f}; question gate open on: {opened}; "
+        f"retrievals saved: {gate['retrievals_saved']:.2f} of {gate['prompts']} prompts.",
     )
 
 
@@ -191,7 +195,7 @@ def panels(results: dict[str, dict]) -> list[Panel]:
     for name, r in results.items():
         out += [_table(name, r["rows"]), _bars(name, r["rows"]), _epsilon(name, r["codebook"])]
         out += [_steps(name, r["rows"]), _sweeps(name, r["steering_sweeps"])]
-        out.append(_entropy(name, r["entropy"]))
+        out.append(_entropy(name, r["entropy"], r["rows"]))
     return out
 
 
