@@ -145,73 +145,97 @@ def query_vectors(
     return torch.stack(out)
 
 
+@dataclass(frozen=True)
+class SweepReads:
+    """Training read prompts the sweep scores: their first target token, their label's index,
+    and the median residual norm at each site (answer position) that alphas are fractions of."""
+
+    texts: list[str]
+    targets: list[int]
+    label_of: list[int]
+    norms: Float[Tensor, " s"]
+
+
+def sweep_reads(
+    model, train_split, labels: list[str], sites: list[str], n: int, batch_size: int
+) -> SweepReads:
+    """``n`` training read prompts spread evenly over the training split."""
+    entries = unique_bindings(train_split.bindings)
+    tqs = build_queries(train_split, entries)
+    reads = tqs.index("read")
+    reads = reads[:: max(1, len(reads) // n)][:n]
+    texts = [tqs.texts[q] for q in reads]
+    asked = [entries[tqs.entry[q]] for q in reads]
+    tok, templates = model.tokenizer, train_split.templates
+    targets = [
+        tok(templates.target("read", b.label), add_special_tokens=False)["input_ids"][0]
+        for b in asked
+    ]
+    states = last_states(model, texts, sites, batch_size=batch_size)
+    norms = states.norm(dim=-1).median(0).values
+    return SweepReads(texts, targets, [labels.index(b.label) for b in asked], norms)
+
+
+def label_vectors(
+    method: str, model, statements, templates, labels: list[str], sites: list[str], batch: int
+) -> tuple[Float[Tensor, "k s d"], int]:
+    """``method``'s vector for every label at every site, and the forward passes it took."""
+    if method == "CAA":
+        vecs = caa_vectors(model, statements, templates, labels, sites, batch_size=batch)
+        return vecs, len(statements)
+    if method == "CAA at answer":
+        vecs = caa_answer_vectors(model, statements, templates, labels, sites, batch_size=batch)
+        return vecs, len(statements)
+    if method == "ActAdd":
+        targets = [templates.target("write", lab) for lab in labels]
+        return actadd_vectors(model, targets, sites, batch_size=batch), len(labels) + 1
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
 def steering_rows(
     model, train_split, run: SplitRun, cfg: RecallConfig, ccfg, progress: bool = False
 ) -> tuple[list[Row], dict]:
-    """CAA and ActAdd rows (both variants) and their sweeps."""
-    n_layers = int(model.bridge.cfg.n_layers)
-    sites = steering_sites(n_layers, ccfg.steering_layers)
+    """Rows of every steering method in both variants, and each method's sweep."""
+    sites = steering_sites(int(model.bridge.cfg.n_layers), ccfg.steering_layers)
     templates = run.split.templates  # type: ignore[attr-defined]
-    train_entries = unique_bindings(train_split.bindings)
-    written_bindings = unique_bindings(run.split.bindings)  # type: ignore[attr-defined]
-    labels = sorted({b.label for b in [*train_entries, *written_bindings]})
-    tqs = build_queries(train_split, train_entries)
-    reads = tqs.index("read")
-    step = max(1, len(reads) // ccfg.sweep_prompts)
-    reads = reads[::step][: ccfg.sweep_prompts]
-    texts = [tqs.texts[q] for q in reads]
-    read_entries = [train_entries[tqs.entry[q]] for q in reads]
-    targets = [
-        model.tokenizer(templates.target("read", b.label), add_special_tokens=False)["input_ids"][0]
-        for b in read_entries
+    statements = [
+        *unique_bindings(train_split.bindings),
+        *unique_bindings(run.split.bindings),  # type: ignore[attr-defined]
     ]
-    label_of = [labels.index(b.label) for b in read_entries]
-    norms = last_states(model, texts, sites, batch_size=cfg.batch_size).norm(dim=-1).median(0)
-    norms = norms.values
+    labels = sorted({b.label for b in statements})
+    reads = sweep_reads(model, train_split, labels, sites, ccfg.sweep_prompts, cfg.batch_size)
+    alphas = list(ccfg.steering_alphas)
     rows, sweeps = [], {}
     for method in METHODS:
         start = time.perf_counter()
-        statements = [*train_entries, *written_bindings]
-        if method == "CAA":
-            vecs = caa_vectors(
-                model, statements, templates, labels, sites, batch_size=cfg.batch_size
-            )
-            forwards = len(statements)
-        elif method == "CAA at answer":
-            vecs = caa_answer_vectors(
-                model, statements, templates, labels, sites, batch_size=cfg.batch_size
-            )
-            forwards = len(statements)
-        else:
-            targets_text = [templates.target("write", lab) for lab in labels]
-            vecs = actadd_vectors(model, targets_text, sites, batch_size=cfg.batch_size)
-            forwards = len(labels) + 1
+        vecs, forwards = label_vectors(
+            method, model, statements, templates, labels, sites, cfg.batch_size
+        )
         found = sweep(
             model,
-            texts,
-            targets,
-            label_of,
+            reads.texts,
+            reads.targets,
+            reads.label_of,
             vecs,
             sites,
-            norms,
-            list(ccfg.steering_alphas),
+            reads.norms,
+            alphas,
             cfg,
             progress,
         )
-        seconds = time.perf_counter() - start
         sweeps[method] = found.to_dict()
-        scale = found.alpha * norms[found.site]
-        label_vectors = scale * unit(vecs[:, found.site])
+        cells, n = found.accuracy.numel(), len(reads.texts)
         cost = Cost(
-            forwards + len(texts) * found.accuracy.numel(),
+            forwards + n * cells,
             0,
-            seconds,
+            time.perf_counter() - start,
             f"{forwards} statement forwards for {len(labels)} label vectors, plus the training "
-            f"sweep ({found.accuracy.numel()} cells x {len(texts)} prompts); once, not per binding",
+            f"sweep ({cells} cells x {n} prompts); once, not per binding",
         )
+        chosen = found.alpha * reads.norms[found.site] * unit(vecs[:, found.site])
+        site = sites[found.site]
         for variant in VARIANTS:
-            deltas = query_vectors(run, label_vectors, labels, variant)
-            out = inject(model, run, cfg, sites[found.site], deltas)
+            out = inject(model, run, cfg, site, query_vectors(run, chosen, labels, variant))
             rows.append(
                 score(
                     model,
@@ -222,7 +246,7 @@ def steering_rows(
                     out,
                     cost,
                     active=torch.ones(len(run.qs.texts), dtype=torch.bool),
-                    detail={"site": sites[found.site], "alpha": found.alpha},
+                    detail={"site": site, "alpha": found.alpha},
                 )
             )
     return rows, sweeps
