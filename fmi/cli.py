@@ -72,7 +72,8 @@ def _compare(args: argparse.Namespace) -> int:
     from fmi.compare.figures import markdown_table
     from fmi.compare.run import run_compare
 
-    splits = tuple(x.strip() for x in args.splits.split(",") if x.strip())
+    default = "same" if args.task == "builtin" else "file"  # a task file's split is "file"
+    splits = tuple(x.strip() for x in (args.splits or default).split(",") if x.strip())
     if args.quick:
         cfg = CompareConfig.quick_config(
             model=args.model or "tiny-gemma", task=args.task, seed=args.seed, splits=splits
@@ -142,7 +143,9 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="the fast memory against baselines, one HTML report")
     c.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
     c.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
-    c.add_argument("--splits", default="same", help="comma-separated evaluation splits")
+    c.add_argument(
+        "--splits", help="comma-separated evaluation splits; default same (a task file: file)"
+    )
     c.add_argument("--out", help="output directory; default reports/<model>")
     c.add_argument("--json", help="also write the results document here")
     c.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")

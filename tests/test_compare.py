@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -334,3 +335,10 @@ def test_cli_quick_compare(tmp_path, capsys):
     assert "| fast memory: dual_key |" in out and "| CAA (both edits on) |" in out
     assert (tmp_path / "compare.json").exists()
     assert main(["compare", "--quick", "--quiet", "--splits", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_cli_compare_on_a_task_file_uses_its_split(tmp_path, capsys):
+    example = Path(__file__).resolve().parents[1] / "examples" / "task_file.json"
+    args = ["compare", "--quick", "--quiet", "--task", str(example), "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "| split file |" in capsys.readouterr().out
