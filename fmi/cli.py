@@ -71,8 +71,9 @@ def _compare(args: argparse.Namespace) -> int:
     from fmi.compare.config import CompareConfig
     from fmi.compare.figures import markdown_table
     from fmi.compare.run import run_compare
+    from fmi.taskfile import FILE_SPLIT
 
-    default = "same" if args.task == "builtin" else "file"  # a task file's split is "file"
+    default = "same" if args.task == "builtin" else FILE_SPLIT
     splits = tuple(x.strip() for x in (args.splits or default).split(",") if x.strip())
     if args.quick:
         cfg = CompareConfig.quick_config(

@@ -210,18 +210,29 @@ def mode_outputs(
     return decisions, outputs
 
 
-def mode_rows(model, run: SplitRun, cfg: RecallConfig, modes: tuple[str, ...]) -> dict[str, dict]:
-    """Each retrieval mode's summary row on a prepared split."""
-    qs, memory = run.qs, run.memory
-    decisions, outputs = mode_outputs(model, run, cfg, modes)
+def mode_summaries(
+    model,
+    run: SplitRun,
+    cfg: RecallConfig,
+    decisions: dict[str, Decision],
+    outputs: dict[str, Outputs],
+) -> dict[str, dict]:
+    """Each mode's summary row (metrics, intervals, retrieval, fired rates, first read misses)
+    from its decisions and outputs on a prepared split."""
+    qs = run.qs
     reads = qs.index("read")
     results = {}
-    for mode in modes:
-        chosen = decisions[mode].entry[reads]
-        right = retrieved_right(mode, chosen, [qs.entry[q] for q in reads], memory).tolist()
-        results[mode] = summarize(run.hits(model, outputs[mode]), qs, cfg, decisions[mode], right)
+    for mode, decision in decisions.items():
+        chosen = decision.entry[reads]
+        right = retrieved_right(mode, chosen, [qs.entry[q] for q in reads], run.memory).tolist()
+        results[mode] = summarize(run.hits(model, outputs[mode]), qs, cfg, decision, right)
         results[mode]["read_misses"] = misses(model, qs, run.entries, outputs[mode])
     return results
+
+
+def mode_rows(model, run: SplitRun, cfg: RecallConfig, modes: tuple[str, ...]) -> dict[str, dict]:
+    """Each retrieval mode's summary row on a prepared split."""
+    return mode_summaries(model, run, cfg, *mode_outputs(model, run, cfg, modes))
 
 
 def evaluate_split(

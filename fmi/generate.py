@@ -9,6 +9,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from fmi.hooks import add_at_positions
+from fmi.metrics import next_token_entropy
 from fmi.prompts import encode
 
 
@@ -68,9 +69,3 @@ def greedy(
         if label_ids is not None:
             picks.extend(first[:, label_ids].argmax(-1).tolist())
     return Generated(tokens, picks, entropy)
-
-
-def next_token_entropy(logits: Float[Tensor, "n vocab"]) -> Float[Tensor, " n"]:
-    """Entropy (nats) of each row's next-token distribution ``softmax(logits)``."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)

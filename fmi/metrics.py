@@ -1,10 +1,13 @@
-"""Greedy exact match and bootstrap confidence intervals."""
+"""Greedy exact match, bootstrap confidence intervals, next-token entropy."""
 
 from __future__ import annotations
 
 import re
 
 import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
 _WORD = re.compile(r"\s*([^\W_]+)")
 
@@ -26,3 +29,9 @@ def bootstrap_ci(hits: np.ndarray, n_boot: int, seed: int) -> tuple[float, float
 
 def rate(hits: list[bool]) -> float:
     return float(np.mean(hits)) if hits else float("nan")
+
+
+def next_token_entropy(logits: Float[Tensor, "n vocab"]) -> Float[Tensor, " n"]:
+    """Entropy (nats) of each row's next-token distribution ``softmax(logits)``."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)

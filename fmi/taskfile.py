@@ -19,6 +19,7 @@ from fmi.tasks import (
     template_problem,
 )
 
+FILE_SPLIT = "file"  # the one evaluation split a task file holds
 FILE_KEYS: tuple[str, ...] = ("name", "templates", "bindings", "unrelated")
 REQUIRED_FILE_KEYS: tuple[str, ...] = ("name", "bindings", "unrelated")
 BINDING_KEYS: tuple[str, ...] = ("context", "symbol", "label", "read_context")
@@ -157,7 +158,7 @@ def load_task_file(path: str | Path, seed: int = 0, n_train: int = 150) -> Task:
     templates = checker.templates(data["templates"]) if "templates" in data else Templates()
     bindings = checker.bindings(data["bindings"])
     unrelated = checker.text_list(data["unrelated"], "unrelated")
-    split = Split("file", tuple(bindings), templates, tuple(unrelated))
+    split = Split(FILE_SPLIT, tuple(bindings), templates, tuple(unrelated))
     return Task(name, builtin_task(seed, n_train=n_train).train, (split,), seed)
 
 

@@ -9,8 +9,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fmi.forward import collect
-from fmi.generate import next_token_entropy
 from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, Entry
+from fmi.metrics import next_token_entropy
 from fmi.prompts import prompt_spans, span_tokens
 from fmi.values import correction_values, unembedding
 

@@ -16,9 +16,10 @@ import numpy as np
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from fmi.compare.rows import Cost, Row, inject, mix, score
+from fmi.compare.rows import Cost, Row, fired, inject, mix, score
 from fmi.config import RecallConfig
 from fmi.evaluate import SplitRun
+from fmi.metrics import rate
 
 
 def nearest(run: SplitRun) -> tuple[Float[Tensor, " q"], Int[Tensor, " q"]]:
@@ -44,27 +45,10 @@ def codebook_rows(
     curve = []
     for eps in sorted({*grid, chosen, 0.0}):
         active = within(distance, eps)
-        row = score(
-            model,
-            run,
-            cfg,
-            "codebook",
-            "codebook",
-            mix(active, injected, run.base_outputs),
-            write_cost,
-            active=active,
-        )
-        s = row.summary
-        curve.append(
-            {
-                "epsilon": eps,
-                "read": s["read"],
-                "plain": s["plain"],
-                "unrelated": s["unrelated"],
-                "unrelated_changed": s["unrelated_changed"],
-                "fired": s["fired"],
-            }
-        )
+        hits = run.hits(model, mix(active, injected, run.base_outputs))
+        metrics = ("read", "plain", "unrelated", "unrelated_changed")
+        point = {"epsilon": eps, **{m: rate(hits[m]) for m in metrics}}
+        curve.append({**point, "fired": fired(run, active)})
     active = within(distance, chosen)
     reads = run.qs.index("read")
     right = [bool(idx[q] == run.qs.entry[q]) for q in reads]

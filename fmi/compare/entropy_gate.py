@@ -19,7 +19,7 @@ from fmi.compare.rows import Cost, Row, fired, mix, score
 from fmi.config import RecallConfig
 from fmi.evaluate import Outputs, SplitRun
 from fmi.forward import collect
-from fmi.generate import next_token_entropy
+from fmi.metrics import next_token_entropy
 from fmi.queries import build_queries, unique_bindings
 from fmi.retrieval import Decision
 

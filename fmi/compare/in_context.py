@@ -9,7 +9,7 @@ in the prompt cannot be switched off for questions that do not need it.
 
 from __future__ import annotations
 
-from fmi.compare.rows import Cost, Row, score
+from fmi.compare.rows import Cost, Row, entries_in_play, score
 from fmi.config import RecallConfig
 from fmi.evaluate import Outputs, SplitRun
 from fmi.generate import greedy
@@ -27,24 +27,10 @@ def context_prompts(run: SplitRun, variant: str) -> list[str]:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     templates = run.split.templates  # type: ignore[attr-defined]
-    entries = run.entries
-    by_symbol: dict[str, list[int]] = {}
-    for i, e in enumerate(entries):
-        by_symbol.setdefault(e.symbol, []).append(i)
-    symbols = list(by_symbol)
+    chosen = entries_in_play(run, own_only=variant == "right")
     out = []
-    unrelated_seen = 0
-    for q, (text, kind) in enumerate(zip(run.qs.texts, run.qs.kinds, strict=True)):
-        if kind in ("write", "read"):
-            own = run.qs.entry[q]
-            chosen = [own] if variant == "right" else by_symbol[entries[own].symbol]
-        else:
-            symbol = run.qs.symbol[q]
-            if symbol is None:  # unrelated: the symbols' statements in turn
-                symbol = symbols[unrelated_seen % len(symbols)]
-                unrelated_seen += 1
-            chosen = by_symbol[symbol][:1] if variant == "right" else by_symbol[symbol]
-        prefix = ". ".join(statement(templates, entries[i]) for i in chosen)
+    for text, ids in zip(run.qs.texts, chosen, strict=True):
+        prefix = ". ".join(statement(templates, run.entries[i]) for i in ids)
         out.append(f"{prefix}.\n{text}")
     return out
 

@@ -36,15 +36,17 @@ def refine(
     targets: Int[Tensor, " n"],
     alpha: float,
     steps: list[int],
-) -> dict[int, Float[Tensor, "n d"]]:
-    """The injected vector after each of ``steps`` closed-form gradient steps (see the module)."""
+) -> tuple[dict[int, Float[Tensor, "n d"]], dict[int, float]]:
+    """The injected vector after each of ``steps`` closed-form gradient steps (see the module),
+    and the seconds spent up to each of them (one pass)."""
+    start = time.perf_counter()
     delta = torch.zeros_like(h)
-    out = {}
+    out, seconds = {}, {}
     for k in range(1, max(steps) + 1):
         delta = delta + alpha * correction_values(w_u, (h + delta) @ w_u + b_u, targets)
         if k in steps:
-            out[k] = delta.clone()
-    return out
+            out[k], seconds[k] = delta, time.perf_counter() - start
+    return out, seconds
 
 
 def iterated_rows(
@@ -58,11 +60,7 @@ def iterated_rows(
         )
     w_u, b_u = unembedding(model.bridge)
     targets = torch.tensor([e.target for e in run.entries])
-    refined, seconds = {}, {}
-    for k in sorted(set(steps)):  # each count timed on its own
-        start = time.perf_counter()
-        refined[k] = refine(run.written.answer_states, w_u, b_u, targets, run.memory.alpha, [k])[k]
-        seconds[k] = time.perf_counter() - start
+    refined, seconds = refine(run.written.answer_states, w_u, b_u, targets, run.memory.alpha, steps)
     rows = []
     entry = dual.entry.clamp_min(0)
     for k in sorted(refined):

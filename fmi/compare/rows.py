@@ -88,6 +88,32 @@ def mix(active: Bool[Tensor, " q"], injected: Outputs, base: Outputs) -> Outputs
     )
 
 
+def entries_in_play(run: SplitRun, own_only: bool) -> list[list[int]]:
+    """Per query, the entries a method without retrieval acts on (indices into ``run.entries``).
+
+    ``own_only``: a write or read prompt's own entry, any other prompt its symbol's first entry.
+    Otherwise every entry of the prompt's symbol (both conflicting contexts). Unrelated prompts
+    name no symbol and take the symbols in turn: what is on cannot be switched off for them.
+    """
+    by_symbol: dict[str, list[int]] = {}
+    for i, e in enumerate(run.entries):
+        by_symbol.setdefault(e.symbol, []).append(i)
+    symbols = list(by_symbol)
+    out, unrelated_seen = [], 0
+    for q, kind in enumerate(run.qs.kinds):
+        symbol = run.qs.symbol[q]
+        if symbol is None:
+            symbol = symbols[unrelated_seen % len(symbols)]
+            unrelated_seen += 1
+        if not own_only:
+            out.append(by_symbol[symbol])
+        elif kind in ("write", "read"):
+            out.append([run.qs.entry[q]])
+        else:
+            out.append(by_symbol[symbol][:1])
+    return out
+
+
 def fired(run: SplitRun, active: Bool[Tensor, " q"]) -> dict[str, float]:
     """The fraction of each kind of prompt on which a method intervened."""
     kinds = ("write", "read", "plain", "unrelated")

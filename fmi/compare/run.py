@@ -19,32 +19,24 @@ from fmi.calibrate import Fitted, fit
 from fmi.compare import codebook, entropy_gate, figures, gradmem, in_context, iterated, steering
 from fmi.compare.config import MEMORY_MODES, CompareConfig
 from fmi.compare.rows import Cost, Row
-from fmi.evaluate import SplitRun, misses, mode_outputs, prepare_split, summarize
+from fmi.evaluate import Outputs, SplitRun, mode_outputs, mode_summaries, prepare_split, summarize
 from fmi.labels import check_labels
 from fmi.models import LoadedModel, load_model
 from fmi.provenance import header
 from fmi.recall import task_for
 from fmi.report import Report, write_report
-from fmi.retrieval import retrieved_right
+from fmi.retrieval import Decision
 
 
 def memory_rows(
     model, run: SplitRun, cfg: CompareConfig, write_cost: Cost
-) -> tuple[list[Row], Any]:
+) -> tuple[list[Row], tuple[Decision, Outputs]]:
     """The fast memory's own rows, and the ``dual_key`` decision and outputs other rows reuse."""
-    rc = cfg.recall
     modes = tuple(dict.fromkeys((*MEMORY_MODES, "dual_key")))
-    decisions, outputs = mode_outputs(model, run, rc, modes)
-    reads = run.qs.index("read")
-    rows = []
-    for mode in MEMORY_MODES:
-        chosen = decisions[mode].entry[reads]
-        right = retrieved_right(mode, chosen, [run.qs.entry[q] for q in reads], run.memory)
-        summary = summarize(
-            run.hits(model, outputs[mode]), run.qs, rc, decisions[mode], right.tolist()
-        )
-        summary["read_misses"] = misses(model, run.qs, run.entries, outputs[mode])
-        rows.append(Row(f"fast memory: {mode}", "fast memory", summary, write_cost))
+    decisions, outputs = mode_outputs(model, run, cfg.recall, modes)
+    shown = {m: decisions[m] for m in MEMORY_MODES}
+    summaries = mode_summaries(model, run, cfg.recall, shown, outputs)
+    rows = [Row(f"fast memory: {m}", "fast memory", summaries[m], write_cost) for m in shown]
     return rows, (decisions["dual_key"], outputs["dual_key"])
 
 

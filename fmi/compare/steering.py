@@ -25,7 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
-from fmi.compare.rows import Cost, Row, inject, score
+from fmi.compare.rows import Cost, Row, entries_in_play, inject, score
 from fmi.config import RecallConfig
 from fmi.evaluate import SplitRun
 from fmi.generate import greedy
@@ -118,31 +118,15 @@ def sweep(
 def query_vectors(
     run: SplitRun, label_vectors: Float[Tensor, "k d"], labels: list[str], variant: str
 ) -> Float[Tensor, "q d"]:
-    """Per query, the steering vector that is on under ``variant`` (see the module notes)."""
-    entries = run.entries
-    by_symbol: dict[str, list[int]] = {}
-    for i, e in enumerate(entries):
-        by_symbol.setdefault(e.symbol, []).append(i)
-    symbols = list(by_symbol)
+    """Per query, the steering vector that is on under ``variant`` (see the module notes): the
+    mean of the label vectors of the entries in play."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     index = {lab: i for i, lab in enumerate(labels)}
-
-    def vector(entry_ids: list[int]) -> Tensor:
-        return label_vectors[[index[entries[i].label] for i in entry_ids]].mean(0)
-
-    out, unrelated_seen = [], 0
-    for q, kind in enumerate(run.qs.kinds):
-        symbol = run.qs.symbol[q]
-        if symbol is None:
-            symbol = symbols[unrelated_seen % len(symbols)]
-            unrelated_seen += 1
-        own = run.qs.entry[q]
-        if variant == "oracle label":
-            out.append(vector([own] if kind in ("write", "read") else by_symbol[symbol][:1]))
-        elif variant == "both edits on":
-            out.append(vector(by_symbol[symbol]))
-        else:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return torch.stack(out)
+    chosen = entries_in_play(run, own_only=variant == "oracle label")
+    return torch.stack(
+        [label_vectors[[index[run.entries[i].label] for i in ids]].mean(0) for ids in chosen]
+    )
 
 
 @dataclass(frozen=True)
