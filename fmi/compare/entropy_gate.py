@@ -58,6 +58,17 @@ def training_thresholds(model, train_split, cfg: RecallConfig, keep: float) -> d
     return out
 
 
+def entropy_data(run: SplitRun, taus: dict[str, float]) -> dict:
+    """What the report plots: the thresholds, the memory-free entropy of each kind of question,
+    and that of the write statements."""
+    kinds = ("read", "plain", "unrelated")
+    return {
+        "thresholds": taus,
+        "by_kind": {k: [run.base.entropy[q] for q in run.qs.index(k)] for k in kinds},
+        "write": run.written.answer_entropy.tolist(),
+    }
+
+
 def gated_row(
     model,
     run: SplitRun,

@@ -28,6 +28,21 @@ from fmi.report import Report, write_report
 from fmi.retrieval import Decision
 
 
+class Stopwatch:
+    """Runs ``fn`` under a name, announces and records its wall time."""
+
+    def __init__(self, prefix: str, announce: Callable[[str], None]) -> None:
+        self.prefix, self.announce = prefix, announce
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        self.announce(f"{self.prefix}{name} in {self.seconds[name]} s")
+        return result
+
+
 def memory_rows(
     model, run: SplitRun, cfg: CompareConfig, write_cost: Cost
 ) -> tuple[list[Row], tuple[Decision, Outputs]]:
@@ -54,14 +69,7 @@ def compare_split(
     rc = cfg.recall
     n = len(run.entries)
     write_cost = Cost(1, 0, run.write_seconds, f"one batched frozen forward over {n} statements")
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - start, 1)
-        announce(f"fmi: {run.split.name}: {name} in {timings[name]} s")  # type: ignore[attr-defined]
-        return result
+    timed = Stopwatch(f"fmi: {run.split.name}: ", announce)  # type: ignore[attr-defined]
 
     rows: list[Row] = [
         Row(
@@ -96,21 +104,13 @@ def compare_split(
     rows += grad_rows
     rows.append(entropy_gate.gated_row(model, run, rc, taus, dual, dual_out, write_cost))
     rows += mem_rows
-    entropy = {
-        kind: [run.base.entropy[q] for q in run.qs.index(kind)]
-        for kind in ("read", "plain", "unrelated")
-    }
     return {
         "rows": [r.to_dict() for r in rows],
         "codebook": curve,
         "steering_sweeps": sweeps,
         "gradmem": grad,
-        "entropy": {
-            "thresholds": taus,
-            "by_kind": entropy,
-            "write": run.written.answer_entropy.tolist(),
-        },
-        "seconds": timings,
+        "entropy": entropy_gate.entropy_data(run, taus),
+        "seconds": timed.seconds,
     }
 
 
@@ -142,21 +142,7 @@ def run_compare(
         results[split.name] = compare_split(
             model, task.train, run, fitted, cfg, taus, progress, announce
         )
-    wall = round(time.perf_counter() - start, 1)
-    head = header(
-        model,
-        cfg.to_dict(),
-        sites={
-            "symbol_key": fitted.encoder.symbol_site,
-            "token_key": fitted.encoder.token_site,
-            "inject": rc.inject_site,
-        },
-        alpha={"alpha": fitted.alpha, "rho": fitted.rho},
-        seeds={"seed": cfg.seed, "task_seed": task.seed},
-        task_sizes={s.name: len(s.bindings) for s in (task.train, *splits)},
-        fitted=fitted.to_dict(),
-        wall_seconds=wall,
-    )
+    head = _header(model, cfg, fitted, task, splits, round(time.perf_counter() - start, 1))
     doc = {"model": model.name, "task": task.name, "splits": results, "header": head}
     report = Report(
         "compare",
@@ -172,3 +158,21 @@ def run_compare(
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return doc, path
+
+
+def _header(model, cfg: CompareConfig, fitted: Fitted, task, splits, wall: float) -> dict:
+    """The provenance header: model, flags, config, sites, alpha, seeds, sizes, wall time."""
+    return header(
+        model,
+        cfg.to_dict(),
+        sites={
+            "symbol_key": fitted.encoder.symbol_site,
+            "token_key": fitted.encoder.token_site,
+            "inject": cfg.recall.inject_site,
+        },
+        alpha={"alpha": fitted.alpha, "rho": fitted.rho},
+        seeds={"seed": cfg.seed, "task_seed": task.seed},
+        task_sizes={s.name: len(s.bindings) for s in (task.train, *splits)},
+        fitted=fitted.to_dict(),
+        wall_seconds=wall,
+    )
