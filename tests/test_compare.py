@@ -148,9 +148,14 @@ def test_codebook_curve_spans_off_to_on(tiny_gemma, prepared):
     )
     eps = [p["epsilon"] for p in curve["curve"]]
     assert eps == sorted(eps)
-    first, last = curve["curve"][0], curve["curve"][-1]
-    none = first["fired"]["read"] if first["epsilon"] < float(codebook.nearest(run)[0].min()) else 0
-    assert none == 0 and last["fired"]["read"] == 1.0 and last["fired"]["unrelated"] == 1.0
+    distance = codebook.nearest(run)[0]
+    for point in curve["curve"]:  # each point fires exactly where the nearest key is within eps
+        for kind in ("read", "plain", "unrelated"):
+            rows_ = run.qs.index(kind)
+            want = float((distance[rows_] <= point["epsilon"]).float().mean())
+            assert point["fired"][kind] == pytest.approx(want), (kind, point["epsilon"])
+    last = curve["curve"][-1]
+    assert last["fired"]["read"] == 1.0 and last["fired"]["unrelated"] == 1.0
     assert got[0].detail["epsilon"] == pytest.approx(1 - fitted.thresholds["raw_both_top1"])
 
 
