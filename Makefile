@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fmi-installed
 MODEL ?= auto
 
 
-.PHONY: install assets browser test test-fast lint typecheck check recall analyses compare clean
+.PHONY: install assets browser test test-fast lint typecheck check recall analyses compare capacity bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,12 @@ analyses: $(STAMP)
 
 compare: $(STAMP)
 	$(BIN)/fmi compare --model $(MODEL)
+
+capacity: $(STAMP)
+	$(BIN)/fmi capacity --model $(MODEL) --json reports/$(MODEL)/capacity.json
+
+bench: $(STAMP)
+	$(BIN)/fmi bench --model $(MODEL) --json reports/$(MODEL)/bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

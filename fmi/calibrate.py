@@ -173,7 +173,7 @@ def _crossfit_projected(
 
 def _fit_dual_weights(scores: QueryScores, qs: QuerySet, seed: int) -> Tensor:
     feats = dual_features(scores).reshape(-1, 3).numpy()
-    labels = np.zeros(scores.symbol.shape, dtype=int)
+    labels = np.zeros(scores.channel("symbol").shape, dtype=int)
     for q, e in enumerate(qs.entry):
         if e >= 0:
             labels[q, e] = 1

@@ -1,4 +1,5 @@
-"""The ``fmi`` command line: ``models``, ``recall``, ``analyses``, ``inspect``, ``compare``."""
+"""The ``fmi`` command line: ``models``, ``recall``, ``analyses``, ``compare``, ``capacity``,
+``bench``, ``inspect``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from fmi.errors import FmiError
+from fmi.errors import ConfigError, FmiError
 
 
 def _models(_: argparse.Namespace) -> int:
@@ -91,6 +92,66 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sizes(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from fmi.capacity.config import CapacityConfig
+    from fmi.capacity.figures import markdown_tables
+    from fmi.capacity.run import render, run_capacity
+
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        path = render(doc, args.out)
+        print(markdown_tables(doc["curve"], doc["lora"]))
+        Path(args.from_json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"rebuilt {path} (and the power law in {args.from_json}) without measuring")
+        return 0
+    if args.quick:
+        cfg = CapacityConfig.quick_config(model=args.model or "tiny-gemma", seed=args.seed)
+    else:
+        cfg = CapacityConfig(seed=args.seed).with_model(args.model or "auto")
+    if args.sizes:
+        sizes = _sizes(args.sizes, "--sizes")
+        lora = [n for n in cfg.lora_sizes if n in sizes]
+        cfg = replace(cfg, sizes=sizes, lora_sizes=tuple(lora))
+    if args.lora_sizes is not None:
+        cfg = replace(cfg, lora_sizes=_sizes(args.lora_sizes, "--lora-sizes"))
+    doc, path = run_capacity(cfg, args.out, json_path=args.json)
+    print(f"model {doc['model']} | {doc['header']['seconds']}")
+    print(markdown_tables(doc["curve"], doc["lora"]))
+    law = doc["power_law"]
+    print(f"LoRA loss law: {law if isinstance(law, str) else law['formula']}")
+    print(f"wrote {path}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fmi.bench import BenchConfig, run_bench, summary_lines
+
+    cfg = BenchConfig(model=args.model, seed=args.seed, prompts=args.prompts, repeats=args.repeats)
+    if args.quick:
+        cfg = BenchConfig(
+            model=args.model, seed=args.seed, prompts=8, repeats=1, bank_sizes=(100, 1000)
+        )
+    doc = run_bench(cfg)
+    print("\n".join(summary_lines(doc)))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from fmi.inspect_run import run_inspect
 
@@ -152,6 +213,26 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    k = sub.add_parser("capacity", help="read vs bank size, and LoRA adapters on the same data")
+    k.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    k.add_argument("--sizes", help="comma-separated even bank sizes; default 10,100,1000,10000")
+    k.add_argument(
+        "--lora-sizes", help="sizes (among --sizes) the LoRA probe trains on; '' skips it"
+    )
+    k.add_argument("--out", help="output directory; default reports/<model>")
+    k.add_argument("--json", help="also write the results document here")
+    k.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument(
+        "--from-json", help="rebuild the report from a saved document, measuring nothing"
+    )
+    b = sub.add_parser("bench", help="write, generation and retrieval cost, side by side")
+    b.add_argument("--model", default="auto", help="registry name; default auto")
+    b.add_argument("--prompts", type=int, default=64, help="statements and questions timed")
+    b.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is kept)")
+    b.add_argument("--json", help="also write the figures here")
+    b.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    b.add_argument("--seed", type=int, default=0)
     i = sub.add_parser("inspect", help="one read prompt as an offline circuitsvis HTML page")
     i.add_argument("--model", default="auto", help="registry name; default auto")
     i.add_argument("--context", required=True, help="the binding's context, e.g. 'game A'")
@@ -174,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": _models,
         "recall": _recall,
         "analyses": _analyses,
+        "capacity": _capacity,
+        "bench": _bench,
         "inspect": _inspect,
         "compare": _compare,
     }[args.command]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from fmi.hooks import add_at_positions
+from fmi.hooks import HookFn, add_at_positions
 from fmi.metrics import next_token_entropy
-from fmi.prompts import encode
+from fmi.prompts import Encoded, encode
 
 
 @dataclass(frozen=True)
@@ -22,22 +23,23 @@ class Generated:
     entropy: list[float]  # the first step's next-token entropy (nats), injection included
 
 
+HooksFor = Callable[[Encoded, int], list[tuple[str, HookFn]]]
+
+
 @torch.inference_mode()
-def greedy(
+def decode(
     model,
     texts: list[str],
+    hooks_for: HooksFor,
     *,
-    site: str,
-    deltas: Float[Tensor, "n d"] | None = None,
-    active: Bool[Tensor, " n"] | None = None,
     label_ids: Int[Tensor, " k"] | None = None,
     max_new_tokens: int = 3,
     batch_size: int = 16,
 ) -> Generated:
-    """Greedy-decode ``texts``; where ``active``, add ``deltas[i]`` at ``site``, last prompt token.
+    """Greedy-decode ``texts`` in left-padded batches under ``hooks_for(batch, first_row)``.
 
-    Prompts are left-padded, so the answer position is the last prompt column of every row; the
-    hook counts absolute positions, so KV-cached steps after the prompt are left untouched.
+    Left padding puts every prompt's answer position in the last prompt column; the attention
+    mask gives each row its own positions, so a padded row decodes as it would alone.
     """
     tokens: list[tuple[int, ...]] = []
     picks: list[int] = []
@@ -45,14 +47,8 @@ def greedy(
     bridge = model.bridge
     for start in range(0, len(texts), batch_size):
         enc = encode(model.tokenizer, texts[start : start + batch_size])
-        n, width = enc.tokens.shape
-        hooks = []
-        if deltas is not None:
-            on = active[start : start + n] if active is not None else None
-            if on is None or bool(on.any()):
-                pos = torch.full((n,), width - 1)
-                hooks.append((site, add_at_positions(deltas[start : start + n], pos, on)))
-        with bridge.hooks(fwd_hooks=hooks):
+        width = enc.tokens.shape[1]
+        with bridge.hooks(fwd_hooks=hooks_for(enc, start)):
             out = bridge.generate(
                 enc.tokens,
                 attention_mask=enc.mask,
@@ -67,5 +63,41 @@ def greedy(
         first = out.logits[0].float()
         entropy.extend(next_token_entropy(first).tolist())
         if label_ids is not None:
-            picks.extend(first[:, label_ids].argmax(-1).tolist())
+            picks.extend(first[:, label_ids.to(first.device)].argmax(-1).tolist())
     return Generated(tokens, picks, entropy)
+
+
+def greedy(
+    model,
+    texts: list[str],
+    *,
+    site: str,
+    deltas: Float[Tensor, "n d"] | None = None,
+    active: Bool[Tensor, " n"] | None = None,
+    label_ids: Int[Tensor, " k"] | None = None,
+    max_new_tokens: int = 3,
+    batch_size: int = 16,
+) -> Generated:
+    """Greedy-decode ``texts``; where ``active``, add ``deltas[i]`` at ``site``, last prompt token.
+
+    The hook counts absolute positions, so KV-cached steps after the prompt are left untouched.
+    """
+
+    def hooks_for(enc: Encoded, start: int) -> list[tuple[str, HookFn]]:
+        n, width = enc.tokens.shape
+        if deltas is None:
+            return []
+        on = active[start : start + n] if active is not None else None
+        if on is not None and not bool(on.any()):
+            return []
+        pos = torch.full((n,), width - 1)
+        return [(site, add_at_positions(deltas[start : start + n], pos, on))]
+
+    return decode(
+        model,
+        texts,
+        hooks_for,
+        label_ids=label_ids,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )

@@ -277,8 +277,8 @@ def _retrieve(
             memory.entries[i].symbol,
             memory.entries[i].label,
             float(ranked[i]),
-            float(scores.symbol[0, i]),
-            float(scores.context[0, i]),
+            float(scores.channel("symbol")[0, i]),
+            float(scores.channel("context")[0, i]),
         )
         for i in order[:top_k]
     )

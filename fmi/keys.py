@@ -44,8 +44,9 @@ def pad_queries(
     """Stack variable-length query token sets into a zero-padded batch with a mask."""
     width = max(q.shape[0] for q in queries)
     dim = queries[0].shape[1]
-    out = torch.zeros(len(queries), width, dim)
-    mask = torch.zeros(len(queries), width, dtype=torch.bool)
+    device = queries[0].device
+    out = torch.zeros(len(queries), width, dim, device=device)
+    mask = torch.zeros(len(queries), width, dtype=torch.bool, device=device)
     for i, q in enumerate(queries):
         out[i, : q.shape[0]] = q
         mask[i, : q.shape[0]] = True
@@ -58,16 +59,42 @@ def maxsim(
     key_tokens: Float[Tensor, "m d"],
     owner: Int[Tensor, " m"],
     n_entries: int,
+    max_elements: int = 2**24,
+    unit_keys: bool = False,
 ) -> Float[Tensor, "q n"]:
-    """MaxSim scores of every query against every entry (vectorized; see ``maxsim_loop``)."""
-    qn = torch.nn.functional.normalize(queries, dim=-1)
-    kn = torch.nn.functional.normalize(key_tokens, dim=-1)
-    sims = torch.einsum("qpd,md->qpm", qn, kn)
-    sims = sims.masked_fill(~query_mask[:, :, None], float("-inf"))
-    best = sims.max(dim=1).values  # [q, m]
-    total = torch.zeros(queries.shape[0], n_entries).index_add_(1, owner, best)
-    count = torch.zeros(n_entries).index_add_(0, owner, torch.ones_like(owner, dtype=torch.float))
-    return total / count.clamp_min(1.0)
+    """MaxSim scores of every query against every entry (vectorized; see ``maxsim_loop``).
+
+    One matrix product of all query tokens against all key tokens, on the keys' device, taken in
+    query chunks of at most ``max_elements`` similarities so that large banks fit in memory.
+    Single-vector keys (``owner`` is ``0..n-1``) skip the per-entry mean; ``unit_keys`` says the
+    keys are already unit-norm (a memory's cached index).
+    """
+    device = key_tokens.device
+    kn = key_tokens if unit_keys else torch.nn.functional.normalize(key_tokens, dim=-1)
+    owner = owner.to(device)
+    single = owner.shape[0] == n_entries and bool(
+        (owner == torch.arange(n_entries, device=device)).all()
+    )
+    if not single:
+        ones = torch.ones_like(owner, dtype=kn.dtype)
+        count = torch.zeros(n_entries, device=device, dtype=kn.dtype).index_add_(0, owner, ones)
+    chunk = max(1, max_elements // max(1, queries.shape[1] * key_tokens.shape[0]))
+    out = []
+    for start in range(0, queries.shape[0], chunk):
+        mask = query_mask[start : start + chunk].to(device)
+        q = torch.nn.functional.normalize(queries[start : start + chunk].to(device), dim=-1)
+        # Padding repeats the row's first real token: a max is unchanged by a repeated element,
+        # and the similarity tensor needs no mask.
+        first = q[torch.arange(q.shape[0], device=device), mask.int().argmax(dim=1)]
+        q = torch.where(mask[:, :, None], q, first[:, None, :])
+        best = torch.einsum("qpd,md->qpm", q, kn).max(dim=1).values  # [q, m]
+        best = best.masked_fill(~mask.any(dim=1, keepdim=True), float("-inf"))
+        if single:
+            out.append(best)
+            continue
+        total = torch.zeros(best.shape[0], n_entries, device=device, dtype=best.dtype)
+        out.append(total.index_add_(1, owner, best) / count.clamp_min(1.0))
+    return torch.cat(out)
 
 
 def maxsim_loop(

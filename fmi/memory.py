@@ -8,9 +8,10 @@ it was not written with.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
 from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -73,6 +74,30 @@ class FastMemory:
     token_role: Int[Tensor, " m"]
     thresholds: dict[str, float] = field(default_factory=dict)
     dual_weights: Float[Tensor, " 4"] | None = None
+    _index: dict[str, tuple[Tensor, Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def key_index(self, channel: str) -> tuple[Float[Tensor, "m k"], Int[Tensor, " m"]]:
+        """Unit-norm keys of one retrieval channel and the entry owning each row, computed once
+        per memory (``replace``/``head`` give a new memory, with its own index). Channels:
+        ``raw`` and ``projected`` (one key per entry), ``symbol`` and ``context`` (token keys)."""
+        if channel not in self._index:
+            enc = self.encoder
+            if channel in ("raw", "projected"):
+                keys = (
+                    enc.raw(self.symbol_keys)
+                    if channel == "raw"
+                    else enc.projected(self.symbol_keys)
+                )
+                owner = torch.arange(len(self), device=keys.device)
+            elif channel in ("symbol", "context"):
+                sel = self.token_role == (SYMBOL_ROLE if channel == "symbol" else CONTEXT_ROLE)
+                keys, owner = enc.tokens(self.token_keys[sel]), self.token_owner[sel]
+            else:
+                raise ValueError(f"unknown key channel {channel!r}")
+            self._index[channel] = (torch.nn.functional.normalize(keys, dim=-1), owner)
+        return self._index[channel]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -144,6 +169,22 @@ class FastMemory:
             token_role=t["token_role"],
             thresholds={k: float(v) for k, v in meta["thresholds"].items()},
             dual_weights=t.get("dual_weights"),
+        )
+
+    def head(self, n: int) -> FastMemory:
+        """The memory of the first ``n`` entries alone: exactly what writing only them would give,
+        since an entry's keys and value come from its own statement."""
+        if not 0 < n <= len(self):
+            raise ValueError(f"head needs 0 < n <= {len(self)} entries, got {n}")
+        tok = self.token_owner < n
+        return replace(
+            self,
+            entries=self.entries[:n],
+            values=self.values[:n],
+            symbol_keys=self.symbol_keys[:n],
+            token_keys=self.token_keys[tok],
+            token_owner=self.token_owner[tok],
+            token_role=self.token_role[tok],
         )
 
     def symbols(self) -> list[str]:

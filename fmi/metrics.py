@@ -33,5 +33,13 @@ def rate(hits: list[bool]) -> float:
 
 def next_token_entropy(logits: Float[Tensor, "n vocab"]) -> Float[Tensor, " n"]:
     """Entropy (nats) of each row's next-token distribution ``softmax(logits)``."""
+    return distribution(logits)[1]
+
+
+def distribution(
+    logits: Float[Tensor, "n vocab"],
+) -> tuple[Float[Tensor, "n vocab"], Float[Tensor, " n"]]:
+    """``softmax(logits)`` and its entropy (nats), from one ``log_softmax``."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    probs = logp.exp()
+    return probs, -(probs * logp).sum(-1)

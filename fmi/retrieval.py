@@ -32,14 +32,34 @@ def check_modes(modes: list[str]) -> list[str]:
     return modes
 
 
+# The score channels each mode ranks by: ``score_queries(..., modes=...)`` computes only these.
+CHANNELS: dict[str, tuple[str, ...]] = {
+    "both_top1": ("projected",),
+    "context_gate": ("projected",),
+    "raw_both_top1": ("raw",),
+    "average": ("projected",),
+    "dual_key": ("symbol", "context"),
+    "dual_key_learned": ("symbol", "context"),
+}
+
+
 @dataclass(frozen=True)
 class QueryScores:
-    """Similarity of every query to every entry, per key channel: ``[queries, entries]``."""
+    """Similarity of every query to every entry, per key channel: ``[queries, entries]``.
 
-    raw: Float[Tensor, "q n"]
+    A channel no requested mode needs is ``None``; :meth:`channel` names the missing one.
+    """
+
+    raw: Float[Tensor, "q n"] | None
     projected: Float[Tensor, "q n"] | None
-    symbol: Float[Tensor, "q n"]
-    context: Float[Tensor, "q n"]
+    symbol: Float[Tensor, "q n"] | None
+    context: Float[Tensor, "q n"] | None
+
+    def channel(self, name: str) -> Float[Tensor, "q n"]:
+        got = getattr(self, name)
+        if got is None:
+            raise ConfigError(f"score channel {name!r} was not computed for these queries")
+        return got
 
 
 @dataclass(frozen=True)
@@ -56,7 +76,7 @@ class Decision:
 
 
 def _content(acts: list[Tensor], content: list[Tensor]) -> list[Tensor]:
-    return [a[c] for a, c in zip(acts, content, strict=True)]
+    return [a[c.to(a.device)] for a, c in zip(acts, content, strict=True)]
 
 
 def score_queries(
@@ -64,23 +84,32 @@ def score_queries(
     symbol_acts: list[Tensor],
     token_acts: list[Tensor],
     content: list[Tensor],
+    modes: tuple[str, ...] = MODES,
 ) -> QueryScores:
-    """MaxSim of each query's content tokens against each entry's keys, in every channel."""
+    """MaxSim of each query's content tokens against each entry's keys, in the channels ``modes``
+    rank by (every channel by default); each channel is one matrix product on the keys' device."""
+    want = {c for m in check_modes(list(modes)) for c in CHANNELS[m]}
     enc = memory.encoder
     n = len(memory)
-    every = torch.arange(n)
-    sym_q, sym_mask = pad_queries([enc.raw(a) for a in _content(symbol_acts, content)])
-    raw = maxsim(sym_q, sym_mask, enc.raw(memory.symbol_keys), every, n)
-    projected = None
-    if enc.projector is not None:
-        proj_q = sym_q @ enc.projector
-        projected = maxsim(proj_q, sym_mask, enc.projected(memory.symbol_keys), every, n)
-    tok_q, tok_mask = pad_queries([enc.tokens(a) for a in _content(token_acts, content)])
-    keys = enc.tokens(memory.token_keys)
-    symbol, context = token_channels(
-        tok_q, tok_mask, keys, memory.token_owner, memory.token_role, n
-    )
-    return QueryScores(raw, projected, symbol, context)
+    got: dict[str, Tensor] = {}
+
+    def channel(name: str, queries: Tensor, mask: Tensor) -> None:
+        keys, owner = memory.key_index(name)
+        got[name] = maxsim(queries, mask, keys, owner, n, unit_keys=True)
+
+    if want & {"raw", "projected"}:
+        sym_q, sym_mask = pad_queries([enc.raw(a) for a in _content(symbol_acts, content)])
+        if "raw" in want:
+            channel("raw", sym_q, sym_mask)
+        if "projected" in want:
+            if enc.projector is None:
+                raise ConfigError("the projected modes need a trained projector")
+            channel("projected", sym_q @ enc.projector, sym_mask)
+    if want & {"symbol", "context"}:
+        tok_q, tok_mask = pad_queries([enc.tokens(a) for a in _content(token_acts, content)])
+        for name in want & {"symbol", "context"}:
+            channel(name, tok_q, tok_mask)
+    return QueryScores(*(got.get(c) for c in ("raw", "projected", "symbol", "context")))
 
 
 def token_channels(
@@ -108,7 +137,8 @@ def dual_key_scores(
 
 def dual_features(scores: QueryScores) -> Float[Tensor, "q n 3"]:
     """Features of the learned dual key: symbol, context, and their product."""
-    return torch.stack([scores.symbol, scores.context, scores.symbol * scores.context], dim=-1)
+    sym, ctx = scores.channel("symbol"), scores.channel("context")
+    return torch.stack([sym, ctx, sym * ctx], dim=-1)
 
 
 def mode_scores(
@@ -116,7 +146,7 @@ def mode_scores(
 ) -> Float[Tensor, "q n"]:
     """The ``[queries, entries]`` score matrix a mode ranks by."""
     if mode == "raw_both_top1":
-        return scores.raw
+        return scores.channel("raw")
     if mode in ("both_top1", "average", "context_gate"):
         if scores.projected is None:
             raise ConfigError(f"mode {mode} needs a trained projector")
@@ -129,9 +159,9 @@ def mode_scores(
             [[g is not None and e.context == g for e in memory.entries] for g in gate],
             dtype=torch.bool,
         ).reshape(len(gate), len(memory))
-        return scores.projected.masked_fill(~allowed, float("-inf"))
+        return scores.projected.masked_fill(~allowed.to(scores.projected.device), float("-inf"))
     if mode == "dual_key":
-        return dual_key_scores(scores.symbol, scores.context)
+        return dual_key_scores(scores.channel("symbol"), scores.channel("context"))
     if mode == "dual_key_learned":
         if memory.dual_weights is None:
             raise ConfigError("dual_key_learned needs fitted weights")
@@ -159,6 +189,19 @@ def retrieved_right(
     return (chosen == want) & (want >= 0)
 
 
+def top_k(
+    mode: str,
+    scores: QueryScores,
+    memory: FastMemory,
+    k: int,
+    gate: list[str | None] | None = None,
+) -> tuple[Float[Tensor, "q k"], Int[Tensor, "q k"]]:
+    """The ``k`` best entries per query under ``mode`` (best first): one ``torch.topk`` over the
+    mode's score matrix, on its device. ``k`` larger than the bank returns the whole bank."""
+    s = mode_scores(mode, scores, memory, gate)
+    return torch.topk(s, min(k, s.shape[1]), dim=1)
+
+
 def decide(
     mode: str,
     scores: QueryScores,
@@ -167,8 +210,8 @@ def decide(
     threshold: float | None = None,
 ) -> Decision:
     """Top-1 entry per query under ``mode``, abstaining below the mode's threshold."""
-    s = mode_scores(mode, scores, memory, gate)
-    best, idx = s.max(dim=1)
+    best, idx = mode_scores(mode, scores, memory, gate).max(dim=1)  # top_k with k = 1
+    best, idx = best.to(memory.values.device), idx.to(memory.values.device)
     thr = memory.thresholds.get(mode, float("-inf")) if threshold is None else threshold
     entry = torch.where(best >= thr, idx, torch.full_like(idx, -1))
     vectors = memory.values[idx].clone()

@@ -264,7 +264,7 @@ class Task:
 # --------------------------------------------------------------------------- built-in task
 
 
-def _excluded_words() -> set[str]:
+def excluded_words() -> set[str]:
     """Every word the built-in task uses, so that no invented symbol collides with one."""
     texts = [*COLOURS, *ANIMALS, *GENERAL_QUESTIONS, *CONTEXT_QUESTIONS]
     texts += [*TRAIN_CONTEXTS, *EVAL_UNRELATED_CONTEXTS, *Templates().to_dict().values()]
@@ -272,13 +272,13 @@ def _excluded_words() -> set[str]:
     return {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
 
 
-def _categories(rng: random.Random, symbols: Sequence[str]) -> dict[str, int]:
+def label_categories(rng: random.Random, symbols: Sequence[str]) -> dict[str, int]:
     """One label category per symbol, alternating over ``symbols`` from a seed-chosen start."""
     start = rng.randrange(len(CATEGORIES))
     return {symbol: (start + i) % len(CATEGORIES) for i, symbol in enumerate(symbols)}
 
 
-def _bank(
+def conflicting_bank(
     rng: random.Random,
     categories: Mapping[str, int],
     contexts: Sequence[str],
@@ -341,18 +341,18 @@ def builtin_task(seed: int = 0, n_train: int = 150, n_eval: int = 40) -> Task:
             f"builtin task needs n_train >= 1 and n_eval >= 1, got {n_train}, {n_eval}"
         )
     rng = random.Random(seed)
-    symbols = nonce_words(n_train + n_eval, seed, exclude=_excluded_words())
+    symbols = nonce_words(n_train + n_eval, seed, exclude=excluded_words())
     train_symbols, eval_symbols = symbols[:n_train], symbols[n_train:]
     templates = Templates()
     train_unrelated, eval_unrelated = _unrelated_prompts(rng)
-    train_categories = _categories(rng, train_symbols)
-    eval_categories = _categories(rng, eval_symbols)
-    train_bank = _with_paraphrased_reads(_bank(rng, train_categories, TRAIN_CONTEXTS))
+    train_categories = label_categories(rng, train_symbols)
+    eval_categories = label_categories(rng, eval_symbols)
+    train_bank = _with_paraphrased_reads(conflicting_bank(rng, train_categories, TRAIN_CONTEXTS))
     train = Split("train", tuple(train_bank), templates, tuple(train_unrelated))
     splits = tuple(
         Split(
             name,
-            tuple(_bank(rng, eval_categories, contexts, name in PARAPHRASED_SPLITS)),
+            tuple(conflicting_bank(rng, eval_categories, contexts, name in PARAPHRASED_SPLITS)),
             templates,
             tuple(eval_unrelated),
         )

@@ -34,5 +34,13 @@ def correction_values(
     targets: Int[Tensor, " batch"],
 ) -> Float[Tensor, "batch d"]:
     """``W_U[:, t] - W_U @ softmax(logits)`` for each row."""
-    probs = torch.softmax(logits.float(), dim=-1)
+    return values_from_probs(w_u, torch.softmax(logits.float(), dim=-1), targets)
+
+
+def values_from_probs(
+    w_u: Float[Tensor, "d vocab"],
+    probs: Float[Tensor, "batch vocab"],
+    targets: Int[Tensor, " batch"],
+) -> Float[Tensor, "batch d"]:
+    """``W_U[:, t] - W_U @ p`` for each row's next-token distribution ``p`` (already computed)."""
     return w_u[:, targets].T - probs @ w_u.T

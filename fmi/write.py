@@ -10,9 +10,9 @@ from torch import Tensor
 
 from fmi.forward import collect
 from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, Entry
-from fmi.metrics import next_token_entropy
+from fmi.metrics import distribution
 from fmi.prompts import prompt_spans, span_tokens
-from fmi.values import correction_values, unembedding
+from fmi.values import unembedding, values_from_probs
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,9 @@ def write(
     entropy: list[Tensor] = []
 
     def values_of(last_logits: Tensor, rows: slice) -> Tensor:
-        entropy.append(next_token_entropy(last_logits))
-        return correction_values(w_u, last_logits, targets[rows])
+        probs, h = distribution(last_logits)  # one softmax for the value and the entropy
+        entropy.append(h)
+        return values_from_probs(w_u, probs, targets[rows])
 
     sites = list(dict.fromkeys([symbol_site, token_site, inject_site]))
     got = collect(

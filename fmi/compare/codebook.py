@@ -24,7 +24,7 @@ from fmi.metrics import rate
 
 def nearest(run: SplitRun) -> tuple[Float[Tensor, " q"], Int[Tensor, " q"]]:
     """Each query's cosine distance to its nearest raw key, and that entry."""
-    best, idx = run.scores.raw.max(dim=1)
+    best, idx = run.scores.channel("raw").max(dim=1)
     return 1.0 - best, idx
 
 

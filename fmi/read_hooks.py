@@ -1,0 +1,142 @@
+"""Reading in one pass: the memory as hooks on the generation's own forward pass.
+
+Key hooks at the key sites keep the prompt's content-token states as the prompt runs; when the
+prompt pass reaches the injection site (later in the network), its hook scores those states
+against the memory, decides per row (one matrix product per key channel), and adds the chosen
+value at the answer position. No second forward computes the query keys, so reading costs one
+greedy generation plus the retrieval.
+
+This gives the same decisions and answers as the two-pass path (``score_queries`` on
+``collect``-ed states, then ``greedy`` with the decided vectors); ``tests/test_read_hooks.py``
+checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from fmi.errors import ConfigError
+from fmi.generate import Generated, decode
+from fmi.hooks import HookFn
+from fmi.memory import FastMemory
+from fmi.prompts import Encoded
+from fmi.retrieval import CHANNELS, Decision, check_modes, decide, score_queries
+from fmi.sites import UNEMBED_IN, layer_of
+
+
+@dataclass
+class ReadLog:
+    """What the read hooks decided, batch by batch (entry -1: abstained)."""
+
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def entry(self) -> Int[Tensor, " n"]:
+        return torch.cat([d.entry for d in self.decisions])
+
+
+def _key_sites(memory: FastMemory, mode: str) -> dict[str, str]:
+    """Which site feeds which side of ``score_queries`` for ``mode``: ``{"symbol": site, ...}``."""
+    enc = memory.encoder
+    need = CHANNELS[mode]
+    sites = {}
+    if {"raw", "projected"} & set(need):
+        sites["symbol"] = enc.symbol_site
+    if {"symbol", "context"} & set(need):
+        sites["token"] = enc.token_site
+    return sites
+
+
+def check_order(memory: FastMemory, mode: str) -> None:
+    """The key sites must run before the injection site, or the decision would come too late."""
+    inject = layer_of(memory.inject_site)
+    for site in _key_sites(memory, mode).values():
+        layer = layer_of(site)
+        if layer is not None and (memory.inject_site == UNEMBED_IN or (inject or 0) > layer):
+            continue
+        raise ConfigError(
+            f"one-pass reading needs key site {site} to run before the injection site "
+            f"{memory.inject_site}; use the two-pass path (fmi.evaluate) for this memory"
+        )
+
+
+def memory_hooks(
+    memory: FastMemory,
+    mode: str,
+    content: Bool[Tensor, "batch pos"],
+    log: ReadLog,
+    gate: list[str | None] | None = None,
+) -> list[tuple[str, HookFn]]:
+    """Hooks that read ``memory`` under ``mode`` for one left-padded batch (``content``: its real,
+    non-special tokens). Use a fresh set per generation: they act on the prompt pass only."""
+    check_modes([mode])
+    check_order(memory, mode)
+    sites = _key_sites(memory, mode)
+    kept: dict[str, list[Tensor]] = {}
+    state = {"offset": 0}
+    width = content.shape[1]
+
+    def keep(side: str) -> HookFn:
+        def hook(act: Tensor, hook: object) -> Tensor:
+            if act.shape[1] == width and side not in kept:
+                kept[side] = list(act.float().unbind(0))
+            return act
+
+        return hook
+
+    def inject(act: Tensor, hook: object) -> Tensor:
+        offset = state["offset"]
+        state["offset"] = offset + act.shape[1]
+        if offset != 0:  # a KV-cached step after the prompt
+            return act
+        if set(kept) != set(sites):
+            raise ConfigError(f"key hooks at {sorted(sites.values())} did not run before reading")
+        rows = list(content.to(act.device).unbind(0))
+        empty = [torch.zeros(width, act.shape[-1])] * content.shape[0]
+        scores = score_queries(
+            memory, kept.get("symbol", empty), kept.get("token", empty), rows, modes=(mode,)
+        )
+        decision = decide(mode, scores, memory, gate=gate)
+        log.decisions.append(decision)
+        out = act.clone()
+        out[:, -1] = out[:, -1] + decision.vectors.to(act.device, act.dtype)
+        return out
+
+    hooks = [(site, keep(side)) for side, site in sites.items()]
+    return [*hooks, (memory.inject_site, inject)]
+
+
+def read_greedy(
+    model,
+    memory: FastMemory,
+    mode: str,
+    texts: list[str],
+    *,
+    gate: list[str | None] | None = None,
+    label_ids: Int[Tensor, " k"] | None = None,
+    max_new_tokens: int = 3,
+    batch_size: int = 16,
+) -> tuple[Generated, ReadLog]:
+    """Greedy-decode ``texts`` reading ``memory`` under ``mode`` inside the same forward pass.
+
+    ``gate`` (one context or ``None`` per text) is needed by ``context_gate`` only.
+    """
+    log = ReadLog()
+
+    def hooks_for(enc: Encoded, start: int) -> list[tuple[str, HookFn]]:
+        rows = None if gate is None else gate[start : start + enc.tokens.shape[0]]
+        return memory_hooks(memory, mode, enc.content, log, rows)
+
+    out = decode(
+        model,
+        texts,
+        hooks_for,
+        label_ids=label_ids,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    return out, log
