@@ -1,19 +1,23 @@
 """``fmi bench``: what the fast memory costs, measured side by side in one run.
 
-- write / forward: writing a batch of statements (keys at two sites, the correction value, key
-  token positions) against the plain forward of the same batch that yields the answer-position
-  logits (``logits_to_keep=1``); the two alternate, and the ratio is of the medians.
+- write / forward: writing a batch of statements (keys at two sites, the correction value and
+  the entropy, key-token positions) against the plain forward of the same batches that yields
+  the answer-position logits (``logits_to_keep=answer_only(tokens)``, the cheapest forward that
+  predicts the answer); the two alternate, and the ratio is of the medians.
 - memory generation / plain generation: one-pass reading (``fmi.read_hooks``: retrieval inside
   the generation's own forward, the value added at the answer position) against plain greedy
   generation of the same prompts, same batches, same number of new tokens.
-- retrieval per query at 1k/10k/100k entries: ``score_queries`` + ``decide`` for a batch of
-  queries on a bank of that size, on the model's device. Large banks are synthetic (random keys
-  with the model's width, the written memory's tokens per entry, and real query lengths): the
-  time of a matrix product does not depend on the numbers in it.
+- retrieval per query at 1k/10k/100k entries, for a batch of real read prompts' states on a
+  bank of that size, on the model's device: the full score matrix (``score_queries`` +
+  ``decide``) and the exact search (``read_decide``: an int8 prefilter, float32 rescoring of
+  what its bound cannot rule out), which must choose the same entries. The banks hold the
+  written entries among synthetic ones (:func:`synthetic_bank`): a matrix product's time does
+  not depend on the numbers in it, but the search's does, so ``fmi capacity`` also times both
+  on a bank that is written whole.
 - throughput: prompts per second of one-pass memory reading; peak resident memory.
 
-The memory's encoder here is fitted on the benchmark's own statements (standardizers) with a
-random orthonormal projector: timing does not depend on how good the keys are.
+The memory is fitted as ``fmi recall`` fits it (training split of the built-in task), so the
+projector and the thresholds the search uses are the real ones.
 """
 
 from __future__ import annotations
@@ -27,16 +31,24 @@ from typing import Any
 
 import torch
 
-from fmi.calibrate import make_memory
 from fmi.capacity.bank import capacity_bindings
 from fmi.config import RecallConfig
 from fmi.errors import ConfigError, require_at_least
+from fmi.forward import answer_only
 from fmi.generate import greedy
 from fmi.keys import Standardizer
-from fmi.memory import Entry, FastMemory, KeyEncoder
+from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, Entry, FastMemory
 from fmi.prompts import encode
 from fmi.read_hooks import read_greedy
-from fmi.retrieval import check_modes, decide, score_queries
+from fmi.retrieval import (
+    SEARCHED,
+    Decision,
+    check_modes,
+    decide,
+    read_decide,
+    score_queries,
+    searched_top1,
+)
 from fmi.tasks import Templates
 from fmi.write import write
 
@@ -66,6 +78,27 @@ class BenchConfig:
         if self.prompts % 2:
             raise ConfigError(f"prompts must be even (two contexts per word), got {self.prompts}")
 
+    @classmethod
+    def quick_config(cls, model: str = "tiny-neox", **overrides: Any) -> BenchConfig:
+        """Tiny sizes for tests and smoke runs (seconds)."""
+        from fmi.projectors import ProjectorConfig
+
+        small: dict[str, Any] = {
+            "model": model,
+            "prompts": 8,
+            "repeats": 1,
+            "bank_sizes": (100, 1000),
+            "query_batch": 4,
+            "recall": RecallConfig(
+                n_train=12,
+                n_eval=6,
+                rho_grid=(0.2, 0.8),
+                calibration_prompts=8,
+                projector=ProjectorConfig(dim=16, steps=20),
+            ),
+        }
+        return cls(**{**small, **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -88,27 +121,20 @@ def plain_forward(model, texts: list[str], batch_size: int) -> None:
     """The model's forward over ``texts`` in left-padded batches, answer-position logits only."""
     for start in range(0, len(texts), batch_size):
         enc = encode(model.tokenizer, texts[start : start + batch_size])
-        model.bridge(enc.tokens, attention_mask=enc.mask, logits_to_keep=1)
+        model.bridge(enc.tokens, attention_mask=enc.mask, logits_to_keep=answer_only(enc.tokens))
 
 
-def bench_memory(model, bindings, cfg: BenchConfig) -> FastMemory:
-    """A memory of ``bindings`` with an encoder fitted on their own keys (timing only)."""
-    sym, tok = cfg.recall.sites(int(model.bridge.cfg.n_layers))
-    kw = dict(symbol_site=sym, token_site=tok, inject_site=cfg.recall.inject_site)
-    written = write(model, bindings, Templates(), batch_size=cfg.batch_size, **kw)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    d = written.symbol_keys.shape[1]
-    dim = min(cfg.recall.projector.dim, d)
-    projector = torch.linalg.qr(torch.randn(d, dim, generator=gen)).Q
-    encoder = KeyEncoder(
-        sym,
-        tok,
-        Standardizer.fit(written.symbol_keys),
-        Standardizer.fit(written.token_keys),
-        projector,
-    )
-    scale = float(written.answer_norms.median() / written.values.norm(dim=-1).median())
-    return make_memory(model, written, encoder, alpha=0.2 * scale, inject_site=kw["inject_site"])
+def bench_memory(model, bindings, cfg: BenchConfig) -> tuple[FastMemory, float]:
+    """A memory of ``bindings`` read the way ``fmi recall`` reads (fitted on the built-in
+    task's training split: standardizers, projector, thresholds, alpha), and the fit's seconds."""
+    from fmi.calibrate import fit, write_memory
+    from fmi.recall import task_for
+
+    start = time.perf_counter()
+    fitted = fit(model, task_for(cfg.recall).train, cfg.recall)
+    seconds = time.perf_counter() - start
+    _, memory = write_memory(model, bindings, Templates(), fitted, cfg.recall)
+    return memory, seconds
 
 
 def write_vs_forward(model, bindings, memory: FastMemory, cfg: BenchConfig) -> dict[str, float]:
@@ -151,39 +177,94 @@ def generation(model, bindings, memory: FastMemory, cfg: BenchConfig) -> dict[st
     return out
 
 
-def synthetic_bank(memory: FastMemory, n: int, seed: int) -> FastMemory:
-    """A bank of ``n`` random entries shaped like ``memory``'s (width, tokens per entry)."""
+def synthetic_bank(
+    memory: FastMemory, n: int, seed: int, entries_per_context: int = 100
+) -> FastMemory:
+    """A bank of ``n`` entries: ``memory``'s own (up to ``n``, at seeded positions) among random
+    ones shaped like them, so that the benchmark's read prompts have their binding in the bank.
+
+    A random entry has the written entries' mean number of symbol-token and context-token rows.
+    Its symbol rows are random (each dimension drawn with the written keys' mean and spread, so
+    that standardized they are standard normal); its context rows are those of one of
+    ``n // entries_per_context`` random contexts, as in a written bank, where a context's tokens
+    come before the symbol and so have the same states in every statement of that context."""
     gen = torch.Generator().manual_seed(seed)
-    per = max(1, round(len(memory.token_keys) / len(memory)))
-    d = memory.symbol_keys.shape[1]
     device = memory.values.device
-    owner = torch.arange(n).repeat_interleave(per)
-    role = torch.arange(per).repeat(n) % 2
+    real = min(n, len(memory))
+    place = torch.randperm(n, generator=gen)[:real]  # memory's entry i sits at place[i]
+    fake = torch.ones(n, dtype=torch.bool)
+    fake[place] = False
+    fake_ids = fake.nonzero().flatten()
+    role = memory.token_role.cpu()
+    n_sym = max(1, round(int((role == SYMBOL_ROLE).sum()) / len(memory)))
+    n_ctx = max(1, round(int((role == CONTEXT_ROLE).sum()) / len(memory)))
+    enc = memory.encoder
+
+    def draw(rows: int, std: Standardizer) -> torch.Tensor:
+        return std.mean + std.std * torch.randn(rows, std.mean.shape[0], generator=gen)
+
+    contexts = draw(max(1, n // entries_per_context) * n_ctx, enc.token_std).view(
+        -1, n_ctx, enc.token_std.mean.shape[0]
+    )
+    which = torch.randint(0, len(contexts), (len(fake_ids),), generator=gen)
+    fake_rows = torch.cat(
+        [
+            draw(len(fake_ids) * n_sym, enc.token_std).view(len(fake_ids), n_sym, -1),
+            contexts[which],
+        ],
+        dim=1,
+    )
+    fake_role = torch.tensor([SYMBOL_ROLE] * n_sym + [CONTEXT_ROLE] * n_ctx).repeat(len(fake_ids))
+    symbol_keys = draw(n, enc.symbol_std)
+    symbol_keys[place] = memory.symbol_keys[:real].cpu()
+    values = torch.randn(n, memory.values.shape[1], generator=gen)
+    values[place] = memory.values[:real].cpu()
+    mine = memory.token_owner.cpu() < real
+    token_keys = torch.cat([fake_rows.flatten(0, 1), memory.token_keys.cpu()[mine]])
+    owner = torch.cat(
+        [fake_ids.repeat_interleave(n_sym + n_ctx), place[memory.token_owner.cpu()[mine]]]
+    )
+    entries = [Entry("game A", f"w{i}", "red", 0) for i in range(n)]
+    for i, at in enumerate(place.tolist()):
+        entries[at] = memory.entries[i]
     return replace(
         memory,
-        entries=[Entry("game A", f"w{i}", "red", 0) for i in range(n)],
-        values=torch.randn(n, d, generator=gen).to(device),
-        symbol_keys=torch.randn(n, d, generator=gen).to(device),
-        token_keys=torch.randn(n * per, d, generator=gen).to(device),
+        entries=entries,
+        values=values.to(device),
+        symbol_keys=symbol_keys.to(device),
+        token_keys=token_keys.to(device),
         token_owner=owner.to(device),
-        token_role=role.to(device),
+        token_role=torch.cat([fake_role, role[mine]]).to(device),
     )
 
 
 def retrieval(memory: FastMemory, queries: dict[str, list[torch.Tensor]], cfg: BenchConfig) -> dict:
-    """Milliseconds per query for each mode and bank size (median of ``repeats``)."""
+    """Per mode and bank size: milliseconds per query for the full score matrix
+    (``score_queries`` + ``decide``) and for the exact search (``read_decide``, int8 prefilter
+    and float32 rescoring; medians of ``repeats``), whether both chose the same entries, and the
+    median number of entries the search rescored."""
     content = [torch.ones(len(q), dtype=torch.bool) for q in queries["symbol"]]
-    out: dict[str, dict[int, float]] = {m: {} for m in cfg.modes}
+    args = (queries["symbol"], queries["token"], content)
+    out: dict[str, dict[int, dict[str, float]]] = {m: {} for m in cfg.modes}
     for n in cfg.bank_sizes:
         bank = synthetic_bank(memory, n, cfg.seed)
         for mode in cfg.modes:
 
-            def run(bank=bank, mode=mode) -> None:
-                s = score_queries(bank, queries["symbol"], queries["token"], content, (mode,))
-                decide(mode, s, bank)
+            def full(bank=bank, mode=mode) -> Decision:
+                return decide(mode, score_queries(bank, *args, (mode,)), bank)
 
-            seconds = _median_seconds({"r": run}, cfg.repeats)["r"]  # the warm-up builds the index
-            out[mode][n] = 1000 * seconds / len(content)
+            def searched(bank=bank, mode=mode) -> Decision:
+                return read_decide(bank, mode, *args, min_search=0)
+
+            # the warm-up call builds the key indexes
+            t = _median_seconds({"matrix": full, "search": searched}, cfg.repeats)
+            row = {k: 1000 * v / len(content) for k, v in t.items()}
+            row["same_entries"] = float((full().entry == searched().entry).float().mean())
+            if mode in SEARCHED:
+                thr = bank.thresholds.get(mode, float("-inf"))
+                got = searched_top1(bank, mode, *args, threshold=thr)
+                row["rescored"] = float(got[2].float().median())
+            out[mode][n] = row
     return out
 
 
@@ -218,10 +299,16 @@ def run_bench(cfg: BenchConfig, *, model=None, announce: Callable[[str], None] =
     torch.manual_seed(cfg.seed)
     if model is None:
         model = load_model(cfg.model, seed=cfg.seed, announce=announce)
-    bindings = capacity_bindings(cfg.prompts, cfg.seed, skip=0)
-    memory = bench_memory(model, bindings, cfg)
+    rc = cfg.recall
+    bindings = capacity_bindings(cfg.prompts, cfg.seed, skip=rc.n_train + rc.n_eval)
+    memory, fit_seconds = bench_memory(model, bindings, cfg)
     announce(f"fmi: bench on {model.name}: {len(bindings)} prompts, batch {cfg.batch_size}")
-    doc: dict[str, Any] = {"model": model.name, "threads": torch.get_num_threads()}
+    doc: dict[str, Any] = {
+        "model": model.name,
+        "threads": torch.get_num_threads(),
+        "fit_s": fit_seconds,
+        "thresholds": memory.thresholds,
+    }
     doc["write"] = write_vs_forward(model, bindings, memory, cfg)
     announce(f"fmi: write/forward {doc['write']['ratio']:.3f}")
     doc["generation"] = generation(model, bindings, memory, cfg)
@@ -247,7 +334,12 @@ def summary_lines(doc: dict) -> list[str]:
                 f"{g['plain_s']:.3f} s = {r['ratio']:.3f}; {r['prompts_per_s']:.1f} prompts/s"
             )
     for mode, by_size in doc["retrieval_ms_per_query"].items():
-        cells = ", ".join(f"{n:,} keys {ms:.3f} ms" for n, ms in by_size.items())
-        lines.append(f"{mode}: retrieval per query: {cells}")
+        for n, r in by_size.items():
+            rescored = f", {r['rescored']:g} rescored" if "rescored" in r else ""
+            lines.append(
+                f"{mode}: retrieval per query at {int(n):,} entries: score matrix "
+                f"{r['matrix']:.3f} ms, search {r['search']:.3f} ms "
+                f"(same entry {r['same_entries']:.2f}{rescored})"
+            )
     lines.append("peak memory: " + ", ".join(f"{k} {v:.0f}" for k, v in doc["peak_memory"].items()))
     return lines

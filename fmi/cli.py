@@ -140,9 +140,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(model=args.model, seed=args.seed, prompts=args.prompts, repeats=args.repeats)
     if args.quick:
-        cfg = BenchConfig(
-            model=args.model, seed=args.seed, prompts=8, repeats=1, bank_sizes=(100, 1000)
-        )
+        cfg = BenchConfig.quick_config(model=args.model, seed=args.seed)
     doc = run_bench(cfg)
     print("\n".join(summary_lines(doc)))
     if args.json:

@@ -9,6 +9,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from fmi.forward import answer_only
 from fmi.hooks import HookFn, add_at_positions
 from fmi.metrics import next_token_entropy
 from fmi.prompts import Encoded, encode
@@ -57,7 +58,7 @@ def decode(
                 stop_at_eos=False,
                 output_logits=True,
                 verbose=False,
-                logits_to_keep=1,  # the prompt step needs the answer position's logits only
+                logits_to_keep=answer_only(enc.tokens),  # the prompt step: answer position only
             )
         tokens.extend(tuple(row[width:].tolist()) for row in out.sequences)
         first = out.logits[0].float()

@@ -18,7 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from fmi.errors import ConfigError
-from fmi.forward import collect
+from fmi.forward import NO_LOGITS, collect
 from fmi.generate import greedy
 from fmi.hooks import HookFn, add_at_positions
 from fmi.inspect_page import LocalHTML, standalone, view_body, write_inspection
@@ -233,7 +233,7 @@ def per_position_logits(
     hook = add_at_positions(vector.expand(n, -1), torch.arange(n))
     with bridge.hooks(fwd_hooks=[(site, hook)]):
         _, cache = bridge.run_with_cache(
-            batch, names_filter=lambda name: name == UNEMBED_IN, logits_to_keep=1
+            batch, names_filter=lambda name: name == UNEMBED_IN, logits_to_keep=NO_LOGITS
         )
     h = cache[UNEMBED_IN][torch.arange(n), torch.arange(n)].float()
     w_u, b_u = unembedding(bridge)

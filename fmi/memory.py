@@ -18,6 +18,7 @@ from torch import Tensor
 
 from fmi.errors import MemoryMismatchError
 from fmi.keys import Standardizer
+from fmi.search import Channel
 
 SYMBOL_ROLE, CONTEXT_ROLE = 0, 1
 
@@ -77,6 +78,7 @@ class FastMemory:
     _index: dict[str, tuple[Tensor, Tensor]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _search: dict[str, Channel] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def key_index(self, channel: str) -> tuple[Float[Tensor, "m k"], Int[Tensor, " m"]]:
         """Unit-norm keys of one retrieval channel and the entry owning each row, computed once
@@ -98,6 +100,14 @@ class FastMemory:
                 raise ValueError(f"unknown key channel {channel!r}")
             self._index[channel] = (torch.nn.functional.normalize(keys, dim=-1), owner)
         return self._index[channel]
+
+    def search_channel(self, channel: str) -> Channel:
+        """The channel's unit keys with their int8 codes for :func:`fmi.search.search_top1`,
+        built once per memory like :meth:`key_index`."""
+        if channel not in self._search:
+            keys, owner = self.key_index(channel)
+            self._search[channel] = Channel.of(keys, owner, len(self))
+        return self._search[channel]
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -24,7 +24,7 @@ from fmi.generate import Generated, decode
 from fmi.hooks import HookFn
 from fmi.memory import FastMemory
 from fmi.prompts import Encoded
-from fmi.retrieval import CHANNELS, Decision, check_modes, decide, score_queries
+from fmi.retrieval import CHANNELS, Decision, check_modes, read_decide
 from fmi.sites import UNEMBED_IN, layer_of
 
 
@@ -97,10 +97,9 @@ def memory_hooks(
             raise ConfigError(f"key hooks at {sorted(sites.values())} did not run before reading")
         rows = list(content.to(act.device).unbind(0))
         empty = [torch.zeros(width, act.shape[-1])] * content.shape[0]
-        scores = score_queries(
-            memory, kept.get("symbol", empty), kept.get("token", empty), rows, modes=(mode,)
+        decision = read_decide(
+            memory, mode, kept.get("symbol", empty), kept.get("token", empty), rows, gate=gate
         )
-        decision = decide(mode, scores, memory, gate=gate)
         log.decisions.append(decision)
         out = act.clone()
         out[:, -1] = out[:, -1] + decision.vectors.to(act.device, act.dtype)

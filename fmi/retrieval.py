@@ -21,6 +21,7 @@ from torch import Tensor
 from fmi.errors import ConfigError
 from fmi.keys import maxsim, pad_queries
 from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, FastMemory
+from fmi.search import search_top1
 
 MODES = ("both_top1", "context_gate", "raw_both_top1", "average", "dual_key", "dual_key_learned")
 
@@ -211,9 +212,78 @@ def decide(
 ) -> Decision:
     """Top-1 entry per query under ``mode``, abstaining below the mode's threshold."""
     best, idx = mode_scores(mode, scores, memory, gate).max(dim=1)  # top_k with k = 1
+    return choose(mode, best, idx, memory, threshold)
+
+
+# Modes whose top-1 :func:`fmi.search.search_top1` finds exactly, and the channels it ranks by.
+SEARCHED = {m: CHANNELS[m] for m in ("both_top1", "raw_both_top1", "average", "dual_key")}
+
+
+def read_decide(
+    memory: FastMemory,
+    mode: str,
+    symbol_acts: list[Tensor],
+    token_acts: list[Tensor],
+    content: list[Tensor],
+    gate: list[str | None] | None = None,
+    min_search: int = 4096,
+) -> Decision:
+    """``decide(mode, score_queries(...))`` for reading: the same decision, computed on banks of
+    at least ``min_search`` entries by the int8-prefiltered exact search (:mod:`fmi.search`)
+    instead of the full score matrix, for the modes in ``SEARCHED``. The entries and vectors are
+    the same; a query the search proves below the mode's threshold abstains without ranking the
+    bank, and its ``score`` is then the upper bound it proved, not its best score."""
+    if mode not in SEARCHED or len(memory) < min_search:
+        scores = score_queries(memory, symbol_acts, token_acts, content, modes=(mode,))
+        return decide(mode, scores, memory, gate=gate)
+    thr = memory.thresholds.get(mode, float("-inf"))
+    best, idx, _ = searched_top1(memory, mode, symbol_acts, token_acts, content, thr)
+    return choose(mode, best, idx, memory)
+
+
+def searched_top1(
+    memory: FastMemory,
+    mode: str,
+    symbol_acts: list[Tensor],
+    token_acts: list[Tensor],
+    content: list[Tensor],
+    threshold: float = float("-inf"),
+) -> tuple[Float[Tensor, " q"], Int[Tensor, " q"], Int[Tensor, " q"]]:
+    """``mode``'s best score and entry per query by :func:`fmi.search.search_top1`, and how many
+    entries it rescored in float32 for each (entry -1: proved below ``threshold``)."""
+    if mode not in SEARCHED:
+        raise ConfigError(f"mode {mode} is not searched; searched modes: {', '.join(SEARCHED)}")
+    enc = memory.encoder
+    queries = []
+    for name in SEARCHED[mode]:
+        if name in ("raw", "projected"):
+            raw = [enc.raw(a) for a in _content(symbol_acts, content)]
+            queries.append(raw if name == "raw" else [r @ _projector(enc) for r in raw])
+        else:
+            queries.append([enc.tokens(a) for a in _content(token_acts, content)])
+    channels = [memory.search_channel(name) for name in SEARCHED[mode]]
+    return search_top1(channels, queries, len(memory), threshold)
+
+
+def _projector(enc) -> Tensor:
+    if enc.projector is None:
+        raise ConfigError("the projected modes need a trained projector")
+    return enc.projector
+
+
+def choose(
+    mode: str,
+    best: Float[Tensor, " q"],
+    idx: Int[Tensor, " q"],
+    memory: FastMemory,
+    threshold: float | None = None,
+) -> Decision:
+    """The :class:`Decision` for each query's best entry ``idx`` (score ``best``): abstain below
+    the mode's threshold, else inject the entry's value (``average``: its symbol's mean)."""
     best, idx = best.to(memory.values.device), idx.to(memory.values.device)
     thr = memory.thresholds.get(mode, float("-inf")) if threshold is None else threshold
-    entry = torch.where(best >= thr, idx, torch.full_like(idx, -1))
+    entry = torch.where((best >= thr) & (idx >= 0), idx, torch.full_like(idx, -1))
+    idx = idx.clamp_min(0)  # an abstention's vector is zeroed below
     vectors = memory.values[idx].clone()
     if mode == "average":
         symbols = memory.symbols()

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from fmi.forward import collect
 from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, Entry
-from fmi.metrics import distribution
 from fmi.prompts import prompt_spans, span_tokens
-from fmi.values import unembedding, values_from_probs
+from fmi.sites import UNEMBED_IN
+from fmi.values import streamed_values, unembedding
 
 
 @dataclass(frozen=True)
@@ -85,33 +85,30 @@ def write(
     inject_site: str,
     batch_size: int = 16,
 ) -> Written:
-    """Keys and values for ``bindings`` from one frozen forward pass per batch of statements."""
+    """Keys and values for ``bindings`` from one frozen forward pass per batch of statements.
+
+    The forward runs to the final norm and skips the model's own unembedding: the value and the
+    entropy come from the answer position's unembedding input, streamed over ``W_U`` once for
+    all statements (:func:`fmi.values.streamed_values`), which costs about what the logits would.
+    """
     tok = model.tokenizer
     prompts, spans = zip(*(write_prompt(templates, b) for b in bindings), strict=True)
     targets = torch.tensor([label_token(tok, templates, b.label) for b in bindings])
-    w_u, _ = unembedding(model.bridge)
-    entropy: list[Tensor] = []
-
-    def values_of(last_logits: Tensor, rows: slice) -> Tensor:
-        probs, h = distribution(last_logits)  # one softmax for the value and the entropy
-        entropy.append(h)
-        return values_from_probs(w_u, probs, targets[rows])
-
-    sites = list(dict.fromkeys([symbol_site, token_site, inject_site]))
-    got = collect(
-        model.bridge, tok, list(prompts), sites, batch_size=batch_size, reduce_last=values_of
-    )
+    w_u, b_u = unembedding(model.bridge, linear_only=True)
+    sites = list(dict.fromkeys([symbol_site, token_site, inject_site, UNEMBED_IN]))
+    got = collect(model.bridge, tok, list(prompts), sites, batch_size=batch_size)
+    values, entropy = streamed_values(got.stack_last(UNEMBED_IN), w_u, b_u, targets)
     where = key_tokens(tok, list(prompts), list(spans))
     entries = [
         Entry(b.context, b.symbol, b.label, int(t)) for b, t in zip(bindings, targets, strict=True)
     ]
     return Written(
         entries=entries,
-        values=torch.cat(got.last),
+        values=values,
         symbol_keys=where.symbol_keys(got.acts[symbol_site]),
         token_keys=where.token_keys(got.acts[token_site]),
         token_owner=torch.tensor(where.prompt),
         token_role=torch.tensor(where.role),
         answer_states=got.stack_last(inject_site),
-        answer_entropy=torch.cat(entropy),
+        answer_entropy=entropy,
     )

@@ -11,6 +11,7 @@ from fmi.bench import BenchConfig, run_bench, summary_lines, synthetic_bank
 from fmi.capacity.bank import capacity_bindings
 from fmi.capacity.config import CapacityConfig
 from fmi.errors import ConfigError
+from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.tasks import builtin_task
 
 
@@ -76,6 +77,20 @@ def test_capacity_report_has_every_row_and_no_hook_left(capacity_run, tiny_gemma
     assert "cdn" not in path.read_text().lower()
 
 
+def test_search_rows_agree_with_the_score_matrix_at_every_size(capacity_run):
+    """The report's retrieval-cost rows: the search chose every query's entry as the full score
+    matrix did, and rescored at most the whole bank."""
+    cfg, doc, _, _ = capacity_run
+    assert [(r["size"], r["mode"]) for r in doc["search"]] == [
+        (n, m) for n in cfg.sizes for m in cfg.modes
+    ]
+    for r in doc["search"]:
+        assert r["same_entries"] == r["queries"] > 0
+        assert r["matrix_ms"] > 0 and r["search_ms"] > 0
+        assert set(r["rescored_max"]) <= {"write", "read", "plain", "unrelated"}
+        assert all(0 <= v <= r["size"] for v in r["rescored_max"].values())  # 0: proved below
+
+
 def test_a_prefix_of_the_bank_reads_like_a_bank_written_alone(tiny_gemma):
     """Size N's decisions (columns :N of the largest bank's scores) equal those of a memory
     holding only the first N bindings, scored from scratch."""
@@ -104,12 +119,17 @@ def test_a_prefix_of_the_bank_reads_like_a_bank_written_alone(tiny_gemma):
 
 
 def test_bench_measures_every_figure(tiny_neox):
-    cfg = BenchConfig(model="tiny-neox", prompts=8, repeats=1, bank_sizes=(50, 200), query_batch=4)
+    cfg = BenchConfig.quick_config(bank_sizes=(50, 200))
     doc = run_bench(cfg, model=tiny_neox, announce=_quiet)
     assert doc["write"]["ratio"] > 0 and doc["generation"]["plain_s"] > 0
     for mode in cfg.modes:
         assert doc["generation"][mode]["ratio"] > 0
-        assert set(doc["retrieval_ms_per_query"][mode]) == {50, 200}
+        by_size = doc["retrieval_ms_per_query"][mode]
+        assert set(by_size) == {50, 200}
+        for row in by_size.values():
+            assert row["matrix"] > 0 and row["search"] > 0
+            assert row["same_entries"] == 1.0  # the search is exact
+            assert 1 <= row["rescored"] <= 200
     assert doc["peak_memory"]["rss_mib"] > 0
     lines = summary_lines(doc)
     assert any("write / forward" in x for x in lines)
@@ -122,10 +142,31 @@ def test_synthetic_bank_has_the_shape_of_the_memory(quick_setup):
     s = quick_setup
     split = s.task.split("same")
     _, memory = write_memory(s.model, list(split.bindings), split.templates, s.fitted, s.cfg.recall)
-    bank = synthetic_bank(memory, 30, seed=0)
-    per = round(len(memory.token_keys) / len(memory))
-    assert len(bank) == 30 and bank.token_keys.shape == (30 * per, memory.token_keys.shape[1])
-    assert int(bank.token_owner.max()) == 29 and set(bank.token_role.tolist()) <= {0, 1}
+    n = len(memory) + 30
+    bank = synthetic_bank(memory, n, seed=0)
+    n_sym, n_ctx = (
+        max(1, round(int((memory.token_role == r).sum()) / len(memory)))
+        for r in (SYMBOL_ROLE, CONTEXT_ROLE)
+    )
+    rows = 30 * (n_sym + n_ctx) + len(memory.token_keys)
+    assert len(bank) == n and bank.token_keys.shape == (rows, memory.token_keys.shape[1])
+    assert set(bank.token_owner.tolist()) == set(range(n))
+    # every written entry is in the bank with its own keys, value and key tokens
+    for i, entry in enumerate(memory.entries):
+        at = bank.entries.index(entry)
+        assert torch.equal(bank.symbol_keys[at], memory.symbol_keys[i])
+        assert torch.equal(bank.values[at], memory.values[i])
+        mine, theirs = bank.token_owner == at, memory.token_owner == i
+        assert torch.equal(bank.token_keys[mine], memory.token_keys[theirs])
+        assert torch.equal(bank.token_role[mine], memory.token_role[theirs])
+    # the random entries' keys, standardized, are standard normal
+    fake = torch.tensor([j for j, e in enumerate(bank.entries) if e not in memory.entries])
+    z = memory.encoder.symbol_std(bank.symbol_keys[fake])
+    assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
+    # and their context rows are those of n // 100 = 1 shared context
+    ctx = torch.isin(bank.token_owner, fake) & (bank.token_role == CONTEXT_ROLE)
+    assert int(ctx.sum()) == 30 * n_ctx
+    assert len(torch.unique(bank.token_keys[ctx], dim=0)) == n_ctx
 
 
 def test_cli_capacity_and_bench_reject_bad_sizes(capsys):

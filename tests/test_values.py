@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fmi.errors import ConfigError
+from fmi.metrics import distribution
 from fmi.prompts import encode
-from fmi.sites import UNEMBED_IN
-from fmi.values import correction_values, unembedding
+from fmi.sites import UNEMBED_IN, resid
+from fmi.tasks import Binding, Templates
+from fmi.values import correction_values, streamed_values, unembedding, values_from_probs
+from fmi.write import write
 
 
 @pytest.mark.parametrize("fixture", ["tiny_pythia", "tiny_gemma", "tiny_neox"])
@@ -66,3 +70,51 @@ def test_vectorized_values_match_a_loop():
         ]
     )
     torch.testing.assert_close(correction_values(w_u, logits, targets), loop)
+
+
+def test_streamed_values_equal_the_full_softmax():
+    """The online-softmax stream (blocks that do not divide the vocabulary or the batch) gives
+    the same values and entropies as one softmax over the materialized logits."""
+    gen = torch.Generator().manual_seed(1)
+    w_u = torch.randn(16, 1000, generator=gen)
+    b_u = torch.randn(1000, generator=gen)
+    h = 2.0 * torch.randn(9, 16, generator=gen)  # peaked and flat rows alike
+    targets = torch.randint(0, 1000, (9,), generator=gen)
+    probs, entropy = distribution(h @ w_u + b_u)
+    values, ent = streamed_values(h, w_u, b_u, targets, chunk=77, rows=4)
+    torch.testing.assert_close(values, values_from_probs(w_u, probs, targets), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ent, entropy, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pythia", "tiny_gemma", "tiny_neox"])
+def test_written_values_equal_the_models_own_logits(fixture, request):
+    """``write`` skips the model's unembedding; its values and entropies still equal those
+    computed from the logits the model itself returns for the statements."""
+    model = request.getfixturevalue(fixture)
+    bindings = [Binding("game A", "blicket", "red"), Binding("game B", "dax wug", "blue")]
+    got = write(
+        model,
+        bindings,
+        Templates(),
+        symbol_site=resid(0),
+        token_site=resid(0),
+        inject_site=UNEMBED_IN,
+        batch_size=1,
+    )
+    texts = [Templates().prompt("write", b) for b in bindings]
+    enc = encode(model.tokenizer, texts)
+    with torch.inference_mode():
+        logits = model.bridge(enc.tokens, attention_mask=enc.mask)[:, -1]
+    w_u, _ = unembedding(model.bridge)
+    targets = torch.tensor([e.target for e in got.entries])
+    probs, entropy = distribution(logits)
+    torch.testing.assert_close(
+        got.values, values_from_probs(w_u, probs, targets), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(got.answer_entropy, entropy, rtol=1e-4, atol=1e-4)
+
+
+def test_a_soft_capped_head_is_refused(tiny_gemma, monkeypatch):
+    monkeypatch.setattr(tiny_gemma.hf_model.config, "final_logit_softcapping", 30.0)
+    with pytest.raises(ConfigError, match="final_logit_softcapping=30.0"):
+        unembedding(tiny_gemma.bridge, linear_only=True)

@@ -32,7 +32,7 @@ class CapacityConfig:
     modes: tuple[str, ...] = ("both_top1", "dual_key")
     read_queries: int = 200
     plain_queries: int = 100
-    lora_sizes: tuple[int, ...] = (10, 100, 1000)
+    lora_sizes: tuple[int, ...] = (10, 100, 1000, 10000)
     lora: LoraConfig = field(default_factory=LoraConfig)
     batch_size: int = 32
     quick: bool = False

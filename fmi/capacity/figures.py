@@ -223,9 +223,52 @@ def finding(curve: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def panels(curve: list[dict], lora: list[dict], law: Any) -> list[Panel]:
+def search_panel(search: list[dict]) -> Panel:
+    fig = go.Figure()
+    for mode, rows in _by(search, "mode").items():
+        x = [r["size"] for r in rows]
+        fig.add_scatter(x=x, y=[r["matrix_ms"] for r in rows], name=f"{mode}: score matrix")
+        fig.add_scatter(
+            x=x, y=[r["search_ms"] for r in rows], name=f"{mode}: search", line={"dash": "dash"}
+        )
+    fig.update_layout(
+        xaxis={"title": "bindings in the bank (N)", "type": "log"},
+        yaxis={"title": "ms per query", "type": "log"},
+        height=440,
+        title="retrieval cost on the real bank",
+    )
+    last = {r["mode"]: r for r in search if r["size"] == max(x["size"] for x in search)}
+    counts = "; ".join(
+        f"{m}: median rescored " + ", ".join(f"{k} {v:g}" for k, v in r["rescored_median"].items())
+        for m, r in last.items()
+    )
+    return Panel(
+        fig,
+        "Milliseconds per query to decide the sampled prompts on the bank's own keys: the full "
+        "score matrix (score_queries + decide) against the exact int8-prefiltered search "
+        f"(read_decide). At the largest bank, entries rescored in float32 per query: {counts}.",
+    )
+
+
+def search_finding(search: list[dict]) -> str:
+    """One line: the largest bank's retrieval cost both ways, and whether they agreed."""
+    top = max(r["size"] for r in search) if search else 0
+    parts = [
+        f"{r['mode']} at N={top}: {r['matrix_ms']:.3f} ms/query (score matrix) -> "
+        f"{r['search_ms']:.3f} ms (search), same entry for {r['same_entries']}/{r['queries']}"
+        for r in search
+        if r["size"] == top
+    ]
+    return "; ".join(parts) or "no searched mode"
+
+
+def panels(
+    curve: list[dict], lora: list[dict], law: Any, search: list[dict] | None = None
+) -> list[Panel]:
     memory_write = {r["size"]: r["write"] for r in curve if r["mode"] == curve[0]["mode"]}
     out = [read_panel(curve, lora), false_panel(curve, lora)]
+    if search:
+        out.append(search_panel(search))
     if lora:
         out += [lora_panel(lora, law), memorized_panel(lora, memory_write)]
     return [*out, table_panel(curve, lora)]

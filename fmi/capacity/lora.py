@@ -27,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from fmi.errors import ConfigError, require_at_least
+from fmi.forward import answer_only
 from fmi.generate import Generated, greedy
 from fmi.prompts import encode
 
@@ -140,7 +141,9 @@ def applied(hf_model: torch.nn.Module, adapter: LoraAdapter) -> Iterator[None]:
 def _last_logits(model, texts: list[str]) -> Float[Tensor, "batch vocab"]:
     """The answer position's logits (the last column of a left-padded batch), in float32."""
     enc = encode(model.tokenizer, texts)
-    logits = model.bridge(enc.tokens, attention_mask=enc.mask, logits_to_keep=1)
+    logits = model.bridge(
+        enc.tokens, attention_mask=enc.mask, logits_to_keep=answer_only(enc.tokens)
+    )
     return logits[:, -1].float()
 
 

@@ -42,6 +42,7 @@ class Bank:
     labels: list[str]
     label_ids: torch.Tensor
     write_seconds: float
+    acts: dict[str, list[torch.Tensor]]  # per sampled row: "symbol", "token" states, "content"
 
 
 def sample_queries(bindings, templates, unrelated, cfg: CapacityConfig) -> tuple[QuerySet, dict]:
@@ -96,7 +97,12 @@ def write_bank(model, bindings, split, fitted: Fitted, cfg: CapacityConfig) -> B
     labels = sorted({e.label for e in written.entries})
     target = {e.label: e.target for e in written.entries}
     ids = torch.tensor([target[lab] for lab in labels])
-    return Bank(memory, qs, rows, scores, labels, ids, seconds)
+    acts = {
+        "symbol": got.acts[enc.symbol_site],
+        "token": got.acts[enc.token_site],
+        "content": got.content,
+    }
+    return Bank(memory, qs, rows, scores, labels, ids, seconds, acts)
 
 
 def _head(scores: QueryScores, rows: list[int], n: int) -> QueryScores:

@@ -21,6 +21,7 @@ from fmi.capacity.bank import capacity_bindings
 from fmi.capacity.config import CapacityConfig
 from fmi.capacity.lora_curve import lora_rows, loss_law
 from fmi.capacity.measure import curve_rows, write_bank
+from fmi.capacity.search_cost import search_rows
 from fmi.labels import check_labels
 from fmi.models import LoadedModel, load_model
 from fmi.provenance import header
@@ -54,6 +55,8 @@ def run_capacity(
     seconds["write"] = round(bank.write_seconds, 1)
     curve, done = curve_rows(model, bank, cfg)
     announce(f"fmi: {figures.finding(curve)}")
+    search = search_rows(bank, cfg.modes)
+    announce(f"fmi: {figures.search_finding(search)}")
     lora = lora_rows(model, bank, bindings, split.templates, done, cfg, announce)
     seconds["total"] = round(time.perf_counter() - start, 1)
     head = header(
@@ -69,7 +72,7 @@ def run_capacity(
         fitted=fitted.to_dict(),
         seconds=seconds,
     )
-    doc = {"model": model.name, "curve": curve, "lora": lora, "header": head}
+    doc = {"model": model.name, "curve": curve, "search": search, "lora": lora, "header": head}
     path = render(doc, out_dir)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +90,14 @@ def render(doc: dict[str, Any], out_dir: str | Path | None = None) -> Path:
         "capacity",
         f"Fast-memory capacity: {doc['model']}",
         figures.finding(curve),
-        tuple(figures.panels(curve, lora, law)),
+        tuple(figures.panels(curve, lora, law, doc.get("search", []))),
         doc["header"],
-        {"curve": curve, "lora": lora, "power_law": doc["power_law"]},
+        {
+            "curve": curve,
+            "search": doc.get("search", []),
+            "lora": lora,
+            "power_law": doc["power_law"],
+        },
     )
     out = Path(out_dir) if out_dir is not None else Path("reports") / doc["model"]
     return write_report(report, out)

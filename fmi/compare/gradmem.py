@@ -20,6 +20,7 @@ from torch import Tensor
 from fmi.compare.rows import Cost, Row, inject, score
 from fmi.config import RecallConfig
 from fmi.evaluate import SplitRun
+from fmi.forward import answer_only
 from fmi.hooks import add_at_positions
 from fmi.prompts import encode
 from fmi.retrieval import Decision
@@ -68,7 +69,8 @@ def optimise(
             if k == 1:  # delta is zero: the residual norm the step lengths are scaled by
                 hooks.insert(0, (site, _capture(seen)))
             with torch.enable_grad(), bridge.hooks(fwd_hooks=hooks):
-                logits = bridge(enc.tokens, attention_mask=enc.mask, logits_to_keep=1)
+                keep = answer_only(enc.tokens)
+                logits = bridge(enc.tokens, attention_mask=enc.mask, logits_to_keep=keep)
                 loss = torch.nn.functional.cross_entropy(logits[:, -1].float(), y, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, delta)
             scale = seen["act"][:, -1].float().norm(dim=-1, keepdim=True)
