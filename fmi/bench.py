@@ -81,7 +81,6 @@ class BenchConfig:
     @classmethod
     def quick_config(cls, model: str = "tiny-neox", **overrides: Any) -> BenchConfig:
         """Tiny sizes for tests and smoke runs (seconds)."""
-        from fmi.projectors import ProjectorConfig
 
         small: dict[str, Any] = {
             "model": model,
@@ -89,13 +88,7 @@ class BenchConfig:
             "repeats": 1,
             "bank_sizes": (100, 1000),
             "query_batch": 4,
-            "recall": RecallConfig(
-                n_train=12,
-                n_eval=6,
-                rho_grid=(0.2, 0.8),
-                calibration_prompts=8,
-                projector=ProjectorConfig(dim=16, steps=20),
-            ),
+            "recall": RecallConfig.quick(),
         }
         return cls(**{**small, **overrides})
 

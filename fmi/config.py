@@ -67,5 +67,18 @@ class RecallConfig:
         tok = self.token_site or resid(round(self.token_depth * (n_layers - 1)), "post")
         return sym, tok
 
+    @classmethod
+    def quick(cls, **overrides) -> RecallConfig:
+        """A tiny fit for tests and smoke runs (12 training symbols, a 16-dim projector)."""
+        small = {
+            "n_train": 12,
+            "n_eval": 6,
+            "n_bootstrap": 50,
+            "rho_grid": (0.2, 0.8),
+            "calibration_prompts": 8,
+            "projector": ProjectorConfig(dim=16, steps=20),
+        }
+        return cls(**{**small, **overrides})
+
     def to_dict(self) -> dict:
         return asdict(self)

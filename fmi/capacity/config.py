@@ -8,7 +8,6 @@ from typing import Any
 from fmi.capacity.lora import LoraConfig
 from fmi.config import RecallConfig
 from fmi.errors import ConfigError, require_at_least
-from fmi.projectors import ProjectorConfig
 from fmi.retrieval import check_modes
 
 
@@ -71,14 +70,7 @@ class CapacityConfig:
             "lora": LoraConfig(ranks=(1, 4), steps=8, batch_size=8),
             "batch_size": 16,
             "quick": True,
-            "recall": RecallConfig(
-                n_train=12,
-                n_eval=6,
-                n_bootstrap=50,
-                rho_grid=(0.2, 0.8),
-                calibration_prompts=8,
-                projector=ProjectorConfig(dim=16, steps=20),
-            ),
+            "recall": RecallConfig.quick(),
         }
         return cls(**{**small, **overrides})
 
