@@ -14,9 +14,9 @@ larger, so each approximate entry score is within a bound ``E`` of the float32 s
 (``dual_key``'s product: within ``E_s (C~ + E_c) + S~ E_c``). Every entry whose approximate
 score plus its bound reaches the best approximate score minus its bound (and the threshold, if
 one is given) is rescored in float32 with ``maxsim``'s rule; the best of those is the float32
-top-1. Entries ruled out cannot beat it, so the decision is the brute-force one
-(``tests/test_search.py``). A query whose bound leaves much of the bank in play is scored by
-:func:`fmi.keys.maxsim` whole.
+top-1. Entries ruled out cannot beat it, so the decision is the brute-force one, up to float
+rounding between two entries that tie within it (``tests/test_search.py``). A query whose
+bound leaves much of the bank in play is scored by :func:`fmi.keys.maxsim` whole.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from torch import Tensor
 
 from fmi.keys import maxsim, pad_queries
 
-# Float32 rounding of the int32 products (exact below 2**24) and of the scale division; far
-# below the int8 bound, added so that the bound stays an upper bound.
+# Float32 rounding of the int32 products and of the scale divisions (relative 1e-7 on scores of
+# at most 1): far below the int8 bound, added so that the bound stays an upper bound.
 _FLOAT_SLACK = 1e-5
 
 
@@ -58,7 +58,7 @@ def _int_products(a: Tensor, b: Tensor) -> Tensor:
             return torch._int_mm(a, b.T)
         except RuntimeError:  # shapes or a device the int8 kernel does not take
             pass
-    return (a.float() @ b.float().T).round().to(torch.int32)
+    return (a.double() @ b.double().T).round().to(torch.int32)  # exact below 2**53
 
 
 def approx_maxsim(
