@@ -23,8 +23,8 @@ def answer_only(tokens: Tensor) -> Tensor:
     Not ``logits_to_keep=1``: that slices ``hidden[:, -1:]``, a strided ``[batch, 1, d]`` view
     that ``F.linear`` cannot fold into one matrix product, so the unembedding runs as a batched
     matrix-vector product that reads ``W_U`` once per row. An index tensor gathers a contiguous
-    copy first, and the logits are the same (measured on Gemma-3-270M, 64 statements in batches
-    of 16: 3.5 s with ``1``, 1.8 s with the index).
+    copy first, and the logits are the same (``tests/test_forward.py``). On Gemma-3-270M the
+    ``fmi bench`` plain forward of 64 statements went from 3.99 s to 1.7-2.1 s.
     """
     return torch.tensor([tokens.shape[1] - 1], device=tokens.device)
 
