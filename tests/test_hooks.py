@@ -90,13 +90,16 @@ def test_kv_cache_steps_track_absolute_positions(tiny_neox):
     assert changed == [2]  # absolute position width + 1 is the second generated step's input
 
 
-def test_kv_cache_and_full_recompute_agree(tiny_neox):
+@pytest.mark.parametrize("fixture", ["tiny_neox", "tiny_pythia", "tiny_gemma"])
+def test_kv_cache_and_full_recompute_agree(fixture, request):
     """Greedy output with injection is the same with and without the KV cache, and it is not the
-    clean output: the vector lands once, at the answer position, in both."""
+    clean output: the vector lands once, at the answer position, in both. (transformers 5.24.0
+    broke the Bridge's Gemma-3 KV cache: every cached step then ran without its context.)"""
     from fmi.values import unembedding
 
-    bridge = tiny_neox.bridge
-    enc = encode(tiny_neox.tokenizer, TEXTS[:1])
+    model = request.getfixturevalue(fixture)
+    bridge = model.bridge
+    enc = encode(model.tokenizer, TEXTS[:1])
     w_u, _ = unembedding(bridge)
     target = 1234
     delta = (40 * w_u[:, target] / w_u[:, target].norm())[None]
@@ -110,6 +113,26 @@ def test_kv_cache_and_full_recompute_agree(tiny_neox):
     assert torch.equal(outs[0], outs[1])
     width = enc.tokens.shape[1]
     assert int(outs[0][0, width]) == target != int(clean[0, width])
+
+
+@pytest.mark.parametrize("fixture", ["tiny_neox", "tiny_pythia", "tiny_gemma"])
+def test_greedy_continues_as_the_frozen_model_after_the_injected_token(fixture, request):
+    """Through ``greedy`` (left padding, KV cache, answer-position logits): after the injected
+    first token, every later token is the frozen model's own greedy continuation of the prompt
+    followed by that token, as a full forward with no cache computes it."""
+    from fmi.generate import greedy
+    from fmi.values import unembedding
+
+    model = request.getfixturevalue(fixture)
+    w_u, _ = unembedding(model.bridge)
+    delta = 40 * w_u[:, [1234, 777]].T / w_u[:, [1234, 777]].norm(dim=0)[:, None]
+    got = greedy(model, TEXTS[:2], site=UNEMBED_IN, deltas=delta, max_new_tokens=4, batch_size=2)
+    for text, new in zip(TEXTS[:2], got.tokens, strict=True):
+        ids = torch.cat([encode(model.tokenizer, [text]).tokens, torch.tensor([new[:1]])], dim=1)
+        for tok in new[1:]:
+            with torch.inference_mode():
+                assert int(model.bridge(ids)[0, -1].argmax()) == tok
+            ids = torch.cat([ids, torch.tensor([[tok]])], dim=1)
 
 
 def _n_hooks(bridge) -> int:
