@@ -23,7 +23,6 @@ projector and the thresholds the search uses are the real ones.
 from __future__ import annotations
 
 import resource
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -50,6 +49,7 @@ from fmi.retrieval import (
     searched_top1,
 )
 from fmi.tasks import Templates
+from fmi.timing import median_seconds
 from fmi.write import write
 
 
@@ -96,19 +96,6 @@ class BenchConfig:
         return asdict(self)
 
 
-def _median_seconds(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median wall time of each ``fn``, calls interleaved so that drift hits all alike."""
-    for fn in fns.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 @torch.inference_mode()
 def plain_forward(model, texts: list[str], batch_size: int) -> None:
     """The model's forward over ``texts`` in left-padded batches, answer-position logits only."""
@@ -137,7 +124,7 @@ def write_vs_forward(model, bindings, memory: FastMemory, cfg: BenchConfig) -> d
     kw = dict(
         symbol_site=enc.symbol_site, token_site=enc.token_site, inject_site=memory.inject_site
     )
-    t = _median_seconds(
+    t = median_seconds(
         {
             "forward": lambda: plain_forward(model, texts, cfg.batch_size),
             "write": lambda: write(model, bindings, templates, batch_size=cfg.batch_size, **kw),
@@ -159,7 +146,7 @@ def generation(model, bindings, memory: FastMemory, cfg: BenchConfig) -> dict[st
         return lambda: read_greedy(model, memory, mode, texts, max_new_tokens=n, batch_size=b)
 
     fns: dict[str, Callable[[], Any]] = {"plain": plain, **{m: read(m) for m in cfg.modes}}
-    t = _median_seconds(fns, cfg.repeats)
+    t = median_seconds(fns, cfg.repeats)
     out: dict[str, Any] = {"plain_s": t["plain"], "prompts": len(texts)}
     for mode in cfg.modes:
         out[mode] = {
@@ -250,7 +237,7 @@ def retrieval(memory: FastMemory, queries: dict[str, list[torch.Tensor]], cfg: B
                 return read_decide(bank, mode, *args, min_search=0)
 
             # the warm-up call builds the key indexes
-            t = _median_seconds({"matrix": full, "search": searched}, cfg.repeats)
+            t = median_seconds({"matrix": full, "search": searched}, cfg.repeats)
             row = {k: 1000 * v / len(content) for k, v in t.items()}
             row["same_entries"] = float((full().entry == searched().entry).float().mean())
             if mode in SEARCHED:

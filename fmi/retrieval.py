@@ -103,9 +103,7 @@ def score_queries(
         if "raw" in want:
             channel("raw", sym_q, sym_mask)
         if "projected" in want:
-            if enc.projector is None:
-                raise ConfigError("the projected modes need a trained projector")
-            channel("projected", sym_q @ enc.projector, sym_mask)
+            channel("projected", sym_q @ _projector(enc), sym_mask)
     if want & {"symbol", "context"}:
         tok_q, tok_mask = pad_queries([enc.tokens(a) for a in _content(token_acts, content)])
         for name in want & {"symbol", "context"}:
@@ -254,13 +252,18 @@ def searched_top1(
     if mode not in SEARCHED:
         raise ConfigError(f"mode {mode} is not searched; searched modes: {', '.join(SEARCHED)}")
     enc = memory.encoder
-    queries = []
+    queries: list[list[Tensor]] = []
+    tokens: list[Tensor] | None = None  # the "symbol" and "context" channels share these
     for name in SEARCHED[mode]:
-        if name in ("raw", "projected"):
-            raw = [enc.raw(a) for a in _content(symbol_acts, content)]
-            queries.append(raw if name == "raw" else [r @ _projector(enc) for r in raw])
+        if name == "raw":
+            queries.append([enc.raw(a) for a in _content(symbol_acts, content)])
+        elif name == "projected":
+            p = _projector(enc)
+            queries.append([enc.raw(a) @ p for a in _content(symbol_acts, content)])
         else:
-            queries.append([enc.tokens(a) for a in _content(token_acts, content)])
+            if tokens is None:
+                tokens = [enc.tokens(a) for a in _content(token_acts, content)]
+            queries.append(tokens)
     channels = [memory.search_channel(name) for name in SEARCHED[mode]]
     return search_top1(channels, queries, len(memory), threshold)
 

@@ -4,28 +4,17 @@ For every bank size and searched mode, the sampled prompts' query states (kept b
 ``write_bank``) are decided twice on the bank of that size: ``score_queries`` + ``decide`` (the
 full ``[queries, entries]`` matrix) and ``read_decide`` through :func:`fmi.search.search_top1`.
 The two must choose the same entries; the row records both times per query (medians of
-``repeats``, after a warm-up that builds the key indexes) and how many entries the search
-rescored in float32, per prompt kind.
+``repeats``, calls interleaved, after a warm-up that builds the key indexes) and how many
+entries the search rescored in float32, per prompt kind.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 from fmi.retrieval import SEARCHED, decide, read_decide, score_queries, searched_top1
-
-
-def _ms(fn: Callable[[], Any], calls: int, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times) / calls
+from fmi.timing import median_seconds
 
 
 def search_rows(bank, modes: tuple[str, ...], repeats: int = 3) -> list[dict]:
@@ -55,10 +44,11 @@ def _row(memory, mode: str, acts: tuple, content: list, kinds: list[str], repeat
     by_kind: dict[str, list[int]] = {}
     for kind, count in zip(kinds, rescored, strict=True):
         by_kind.setdefault(kind, []).append(count)
+    seconds = median_seconds({"matrix": full, "search": searched}, repeats)
     return {
         "queries": len(content),
-        "matrix_ms": _ms(full, len(content), repeats),
-        "search_ms": _ms(searched, len(content), repeats),
+        "matrix_ms": 1000 * seconds["matrix"] / len(content),
+        "search_ms": 1000 * seconds["search"] / len(content),
         "same_entries": same,
         "rescored_median": {k: statistics.median(v) for k, v in by_kind.items()},
         "rescored_max": {k: max(v) for k, v in by_kind.items()},
