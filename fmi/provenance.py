@@ -57,14 +57,20 @@ def git_revision() -> str:
 
 
 def header(model, config: dict, **extra) -> dict:
-    """Model, weight-processing flags, config (with seeds), versions, git revision, machine."""
+    """Model (with a sha256 of its weights), weight-processing flags, config (with seeds),
+    versions, git revision, machine, and the numerics that decide a run's bits
+    (:func:`fmi.numerics.numerics`: CPU, kernel capability, threads)."""
+    from fmi.models import parameter_checksum
+    from fmi.numerics import numerics
+
     return {
-        "model": model.to_dict(),
+        "model": {**model.to_dict(), "weights_sha256": parameter_checksum(model)},
         "config": config,
         "versions": package_versions(),
         "git": git_revision(),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.system()}",
+        "numerics": numerics(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
     }

@@ -11,6 +11,7 @@ from fmi.calibrate import fit
 from fmi.config import RecallConfig
 from fmi.evaluate import evaluate_split
 from fmi.labels import check_labels
+from fmi.numerics import fixed_numerics
 from fmi.provenance import header
 from fmi.taskfile import load_task
 from fmi.tasks import Task, builtin_task
@@ -24,7 +25,16 @@ def task_for(cfg: RecallConfig) -> Task:
 
 
 def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -> dict:
-    """The whole experiment. Deterministic for a given model, task and seed."""
+    """The whole experiment, run with ``cfg.threads`` threads and deterministic algorithms.
+
+    Bit-identical for the same weights, task, config and numerics (header ``numerics``),
+    whatever the caller's thread count or the machine's load.
+    """
+    with fixed_numerics(cfg.threads):
+        return _run_recall(model, task, cfg, progress=progress)
+
+
+def _run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool) -> dict:
     torch.manual_seed(cfg.seed)
     check_labels(task, model.tokenizer)
     start = time.perf_counter()
