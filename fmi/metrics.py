@@ -1,4 +1,4 @@
-"""Greedy exact match, bootstrap confidence intervals, next-token entropy."""
+"""Greedy exact match (first word, whole answer, answer prefix), bootstrap intervals, entropy."""
 
 from __future__ import annotations
 
@@ -16,6 +16,44 @@ def answer_word(tokenizer, new_tokens: tuple[int, ...]) -> str:
     """The first word of a greedy continuation ('' when it starts with no word)."""
     m = _WORD.match(tokenizer.decode(list(new_tokens), skip_special_tokens=True))
     return m.group(1) if m else ""
+
+
+def answer_match(tokenizer, new_tokens: tuple[int, ...], answer: str) -> bool:
+    """Whether a greedy continuation starts with the whole ``answer``, word-bounded.
+
+    Leading whitespace of both is ignored; the character after the answer must not be a letter
+    or digit (or the text must end there). For a one-word answer this is
+    ``answer_word(...) == answer``: `` pig`` then ``let`` is a miss, ``\\n\\nred`` a hit.
+
+    >>> from fmi.models import load_model
+    >>> tok = load_model("tiny-neox", announce=lambda _: None).tokenizer
+    >>> answer_match(tok, tuple(tok(" New York.")["input_ids"]), " New York")
+    True
+    >>> answer_match(tok, tuple(tok(" New Yorker")["input_ids"]), " New York")
+    False
+    """
+    text = tokenizer.decode(list(new_tokens), skip_special_tokens=True).lstrip()
+    want = answer.strip()
+    if not want or not text.startswith(want):
+        return False
+    rest = text[len(want) :]
+    return not rest or not rest[0].isalnum()
+
+
+def answer_prefix(new_tokens: tuple[int, ...], answer_tokens: tuple[int, ...]) -> float:
+    """The fraction of ``answer_tokens`` generated, in order, before the first departure.
+
+    >>> answer_prefix((5, 6, 9), (5, 6, 7, 8))
+    0.5
+    """
+    if not answer_tokens:
+        raise ValueError("answer_prefix needs at least one answer token")
+    n = 0
+    for got, want in zip(new_tokens, answer_tokens, strict=False):
+        if got != want:
+            break
+        n += 1
+    return n / len(answer_tokens)
 
 
 def bootstrap_ci(hits: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
