@@ -25,6 +25,10 @@ class MemoryMismatchError(FmiError):
     """A saved memory loaded into a model it was not written with."""
 
 
+class MemoryFileError(FmiError):
+    """A memory file that is missing, truncated or corrupted; the message names the file."""
+
+
 class ConfigError(FmiError):
     """An invalid configuration value."""
 

@@ -10,7 +10,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from fmi.forward import answer_only
-from fmi.hooks import HookFn, add_at_positions
+from fmi.hooks import HookFn, add_at_positions, sequence_hooks
 from fmi.metrics import next_token_entropy
 from fmi.prompts import Encoded, encode
 
@@ -93,6 +93,42 @@ def greedy(
             return []
         pos = torch.full((n,), width - 1)
         return [(site, add_at_positions(deltas[start : start + n], pos, on))]
+
+    return decode(
+        model,
+        texts,
+        hooks_for,
+        label_ids=label_ids,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+
+
+def greedy_sequences(
+    model,
+    texts: list[str],
+    *,
+    site: str,
+    sequences: list[Float[Tensor, "t d"] | None],
+    tokens: list[list[int]],
+    label_ids: Int[Tensor, " k"] | None = None,
+    max_new_tokens: int = 3,
+    batch_size: int = 16,
+) -> Generated:
+    """Greedy-decode ``texts``, adding ``sequences[i][s]`` at ``site`` at step ``s`` while text
+    ``i``'s greedy picks follow ``tokens[i]`` (:func:`fmi.hooks.sequence_hooks`); ``None``: no
+    vector. A one-row sequence is :func:`greedy` with that row as the delta.
+    """
+    if not len(texts) == len(sequences) == len(tokens):
+        raise ValueError(
+            f"{len(texts)} texts, {len(sequences)} sequences and {len(tokens)} token lists"
+        )
+
+    def hooks_for(enc: Encoded, start: int) -> list[tuple[str, HookFn]]:
+        rows = slice(start, start + enc.tokens.shape[0])
+        if all(s is None for s in sequences[rows]):
+            return []
+        return sequence_hooks(site, sequences[rows], tokens[rows])
 
     return decode(
         model,

@@ -49,3 +49,54 @@ def add_at_positions(
         return out
 
     return hook
+
+
+LOGITS_SITE = "unembed.hook_out"
+"""The logits of each step: where :func:`sequence_hooks` sees the greedy pick."""
+
+
+def sequence_hooks(
+    site: str,
+    deltas: list[Float[Tensor, "t d"] | None],
+    tokens: list[list[int]],
+) -> list[tuple[str, HookFn]]:
+    """Hooks that add row ``b``'s ``deltas[b][s]`` at generation step ``s`` while it stays on its
+    stored answer ``tokens[b]``, for one left-padded batch under greedy KV-cached generation.
+
+    Step 0 is the prompt pass (the vector lands at the last prompt position); step ``s > 0``
+    sees one new position. A second hook at the logits (``unembed.hook_out``) takes each step's
+    greedy pick, ``argmax`` of the last position's logits, exactly what greedy decoding picks.
+    Row ``b`` stays on while the picks equal ``tokens[b]``: the first step whose pick departs
+    from it is the last that got a vector. A row with ``None`` gets nothing. Use a fresh set per
+    generation; apply both with ``bridge.hooks(fwd_hooks=...)``.
+    """
+    if len(deltas) != len(tokens):
+        raise ValueError(f"{len(deltas)} delta sequences but {len(tokens)} token sequences")
+    for d, t in zip(deltas, tokens, strict=True):
+        if d is not None and (d.ndim != 2 or d.shape[0] != len(t)):
+            raise ValueError(f"each delta sequence must be [len(tokens), d]; got {tuple(d.shape)}")
+    on = [d is not None and len(t) > 0 for d, t in zip(deltas, tokens, strict=True)]
+    state = {"step": 0}
+
+    def inject(act: Tensor, hook: object) -> Tensor:
+        step = state["step"]
+        rows = [b for b, live in enumerate(on) if live and step < len(tokens[b])]
+        if not rows:
+            return act
+        out = act.clone()
+        for b in rows:
+            delta = deltas[b]
+            assert delta is not None
+            out[b, -1] = out[b, -1] + delta[step].to(act.device, act.dtype)
+        return out
+
+    def follow(act: Tensor, hook: object) -> Tensor:
+        step = state["step"]
+        picks = act[:, -1].argmax(-1).tolist()
+        for b, pick in enumerate(picks):
+            if on[b] and (step >= len(tokens[b]) or pick != tokens[b][step]):
+                on[b] = False
+        state["step"] = step + 1
+        return act
+
+    return [(site, inject), (LOGITS_SITE, follow)]

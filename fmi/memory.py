@@ -16,21 +16,59 @@ from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from fmi.errors import MemoryMismatchError
+from fmi.atomic import write_atomically
+from fmi.errors import MemoryFileError, MemoryMismatchError
 from fmi.keys import Standardizer
 from fmi.search import Channel
 
 SYMBOL_ROLE, CONTEXT_ROLE = 0, 1
+REQUIRED_TENSORS = (
+    "values",
+    "symbol_keys",
+    "token_keys",
+    "token_owner",
+    "token_role",
+    "symbol_std.mean",
+    "symbol_std.std",
+    "token_std.mean",
+    "token_std.std",
+)
+REQUIRED_META = (
+    "model_name",
+    "d_model",
+    "inject_site",
+    "alpha",
+    "symbol_site",
+    "token_site",
+    "thresholds",
+    "entries",
+)
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One binding as stored: in ``context``, ``symbol`` means ``label`` (token ``target``)."""
+    """One binding as stored: in ``context``, ``symbol`` means ``label`` (first token ``target``).
+
+    ``tokens`` is the whole stored answer when it has more than the first token: ``target``,
+    the answer's later tokens, then the end token, one value each (``FastMemory.sequence``).
+    Empty for a one-token entry without an end value.
+    """
 
     context: str
     symbol: str
     label: str
     target: int
+    tokens: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
+        if self.tokens and self.tokens[0] != self.target:
+            raise ValueError(f"entry {self.symbol!r}: tokens must start with target {self.target}")
+
+    @property
+    def answer(self) -> tuple[int, ...]:
+        """Every stored token id, the first included."""
+        return self.tokens or (self.target,)
 
 
 @dataclass
@@ -75,6 +113,10 @@ class FastMemory:
     token_role: Int[Tensor, " m"]
     thresholds: dict[str, float] = field(default_factory=dict)
     dual_weights: Float[Tensor, " 4"] | None = None
+    # Values of answer steps after the first (later answer tokens, then the end token), in
+    # entry order and step order; tail_owner[i] is the entry row i belongs to.
+    tail_values: Float[Tensor, "m d"] | None = None
+    tail_owner: Int[Tensor, " m"] | None = None
     _index: dict[str, tuple[Tensor, Tensor]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -112,6 +154,13 @@ class FastMemory:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def sequence(self, entry: int) -> Float[Tensor, "t d"]:
+        """Entry ``entry``'s values, one per stored token (``entries[entry].answer``), unscaled."""
+        first = self.values[entry : entry + 1]
+        if self.tail_values is None or self.tail_owner is None:
+            return first
+        return torch.cat([first, self.tail_values[self.tail_owner == entry]])
+
     def metadata(self) -> dict:
         return {
             "model_name": self.model_name,
@@ -140,16 +189,33 @@ class FastMemory:
             tensors["projector"] = self.encoder.projector
         if self.dual_weights is not None:
             tensors["dual_weights"] = self.dual_weights
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, str(path), metadata={"fmi": json.dumps(self.metadata())})
+        if self.tail_values is not None and self.tail_owner is not None:
+            tensors["tail_values"] = self.tail_values
+            tensors["tail_owner"] = self.tail_owner
+        # clone: safetensors refuses two names for one storage (e.g. a shared standardizer)
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+        write_atomically(
+            Path(path),
+            lambda tmp: save_file(tensors, str(tmp), metadata={"fmi": json.dumps(self.metadata())}),
+        )
 
     @classmethod
     def load(cls, path: str | Path, model) -> FastMemory:
         """Load a memory for ``model`` (a ``LoadedModel``); refuse one written with another."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["fmi"])
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads(f.metadata()["fmi"])
+            t = load_file(str(path))
+        except FileNotFoundError:
+            raise MemoryFileError(f"no memory file at {path}") from None
+        except Exception as err:  # safetensors raises its own error type on bad headers
+            raise MemoryFileError(f"{path} is not a readable fmi memory file ({err})") from None
+        missing = [k for k in REQUIRED_TENSORS if k not in t]
+        missing += [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise MemoryFileError(f"{path} is not a complete fmi memory file (no {missing[0]})")
         d_model = int(model.bridge.cfg.d_model)
         if meta["model_name"] != model.name or meta["d_model"] != d_model:
             raise MemoryMismatchError(
@@ -157,7 +223,6 @@ class FastMemory:
                 f"(d_model {meta['d_model']}); refusing to load it into {model.name!r} "
                 f"(d_model {d_model})"
             )
-        t = load_file(str(path))
         encoder = KeyEncoder(
             meta["symbol_site"],
             meta["token_site"],
@@ -179,6 +244,8 @@ class FastMemory:
             token_role=t["token_role"],
             thresholds={k: float(v) for k, v in meta["thresholds"].items()},
             dual_weights=t.get("dual_weights"),
+            tail_values=t.get("tail_values"),
+            tail_owner=t.get("tail_owner"),
         )
 
     def head(self, n: int) -> FastMemory:
@@ -187,8 +254,14 @@ class FastMemory:
         if not 0 < n <= len(self):
             raise ValueError(f"head needs 0 < n <= {len(self)} entries, got {n}")
         tok = self.token_owner < n
+        tail_values, tail_owner = self.tail_values, self.tail_owner
+        if tail_values is not None and tail_owner is not None:
+            keep = tail_owner < n
+            tail_values, tail_owner = tail_values[keep], tail_owner[keep]
         return replace(
             self,
+            tail_values=tail_values,
+            tail_owner=tail_owner,
             entries=self.entries[:n],
             values=self.values[:n],
             symbol_keys=self.symbol_keys[:n],
