@@ -10,7 +10,7 @@ the answer instead of running on. One forward pass, no backward pass, for any ``
 
 >>> from fmi.models import load_model
 >>> model = load_model("tiny-neox", announce=lambda _: None)
->>> got = answer_values(model, ["Alice's favourite drink is"], [" green tea"], end="\\n")
+>>> got, _ = answer_values(model, ["Alice's favourite drink is"], [" green tea"], end="\\n")
 >>> [len(t) for t in got.tokens]   # " green", " tea", then the end token "\\n"
 [3]
 >>> got.values[0].shape[0] == len(got.tokens[0])
@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fmi.errors import ConfigError
-from fmi.forward import collect
+from fmi.forward import Collected, collect
 from fmi.sites import UNEMBED_IN
 from fmi.values import streamed_values, unembedding
 
@@ -36,6 +36,7 @@ class AnswerValues:
     """Per statement: the answer's token ids then the end token, and one value per token."""
 
     tokens: list[list[int]]  # a_1 .. a_T, then the end token (when there is one)
+    predicting: list[list[int]]  # the unpadded position predicting each token
     values: list[Float[Tensor, "t d"]]  # row t corrects the prediction of tokens[i][t]
     states: list[Float[Tensor, "t d"]]  # h at UNEMBED_IN at each predicting position
     entropy: list[Float[Tensor, " t"]]  # the frozen model's next-token entropy there (nats)
@@ -80,8 +81,12 @@ def answer_values(
     *,
     end: str = "\n",
     batch_size: int = 16,
-) -> AnswerValues:
-    """Values for every answer token and the end token, from one frozen forward per batch.
+    sites: tuple[str, ...] = (),
+) -> tuple[AnswerValues, Collected]:
+    """Values for every answer token and the end token, from one frozen forward per batch over
+    ``statement + answer + end``, and that forward's activations at ``sites`` (unpadded; the
+    statement's positions are those of the statement alone, since the answer sits on token
+    boundaries).
 
     ``end`` is the text that follows the answer when it is read (``""``: no end value).
     """
@@ -90,19 +95,21 @@ def answer_values(
     tok = model.tokenizer
     where = [answer_positions(tok, s, a, end) for s, a in zip(statements, answers, strict=True)]
     texts = [s + a + end for s, a in zip(statements, answers, strict=True)]
-    got = collect(model.bridge, tok, texts, [UNEMBED_IN], batch_size=batch_size)
+    wanted = list(dict.fromkeys([*sites, UNEMBED_IN]))
+    got = collect(model.bridge, tok, texts, wanted, batch_size=batch_size)
     # collect() keeps each prompt's unpadded positions; special tokens the tokenizer adds in
     # front (Gemma-3's <bos>) are in both the offsets and the activations, so indices agree.
     states = [got.acts[UNEMBED_IN][i][pos] for i, (_, pos, _) in enumerate(where)]
     w_u, b_u = unembedding(model.bridge, linear_only=True)
-    flat_h = torch.cat(states)
     flat_t = torch.tensor([t for ids, _, _ in where for t in ids])
-    flat_v, flat_e = streamed_values(flat_h, w_u, b_u, flat_t)
+    flat_v, flat_e = streamed_values(torch.cat(states), w_u, b_u, flat_t)
     sizes = [len(ids) for ids, _, _ in where]
-    return AnswerValues(
+    values = AnswerValues(
         tokens=[ids for ids, _, _ in where],
+        predicting=[pos for _, pos, _ in where],
         values=list(flat_v.split(sizes)),
         states=states,
         entropy=list(flat_e.split(sizes)),
         has_end=[flag for _, _, flag in where],
     )
+    return values, got

@@ -79,6 +79,8 @@ def make_memory(
         token_role=written.token_role,
         thresholds=dict(thresholds or {}),
         dual_weights=dual_weights,
+        tail_values=written.tail_values,
+        tail_owner=written.tail_owner,
     )
 
 
@@ -95,6 +97,7 @@ def write_memory(
         token_site=enc.token_site,
         inject_site=cfg.inject_site,
         batch_size=cfg.batch_size,
+        end=cfg.end,
     )
     memory = make_memory(
         model,
@@ -259,6 +262,7 @@ def _fit(model, train_split, cfg: RecallConfig) -> Fitted:
         token_site=tok_site,
         inject_site=cfg.inject_site,
         batch_size=cfg.batch_size,
+        end=cfg.end,
     )
     qs = build_queries(train_split, entries)
     got = read_queries(model, qs, (sym_site, tok_site), cfg.batch_size)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,16 @@ def _models(_: argparse.Namespace) -> int:
     return 0
 
 
+def _end_text(arg: str | None) -> str | None:
+    """``--end`` with backslash escapes decoded (``'\\n'`` is a newline)."""
+    if arg is None or "\\" not in arg or not arg.isascii():
+        return arg
+    try:
+        return codecs.decode(arg.encode("utf-8"), "unicode_escape")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--end {arg!r} has a bad escape: {err.reason}") from None
+
+
 def _recall(args: argparse.Namespace) -> int:
     from fmi.config import RecallConfig
     from fmi.models import load_model
@@ -38,8 +49,12 @@ def _recall(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_train=args.n_train,
         n_eval=args.n_eval,
+        splits=tuple(x.strip() for x in (args.splits or "").split(",") if x.strip()),
+        end=_end_text(args.end),
     )
     task = task_for(cfg)
+    for name in cfg.splits:
+        task.split(name)  # an unknown split fails before the model loads
     model = load_model(args.model, seed=args.seed)
     doc = run_recall(model, task, cfg, progress=not args.quiet)
     print(
@@ -190,6 +205,12 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--n-eval", type=int, default=defaults.n_eval, help="held-out symbols (builtin task)"
+    )
+    r.add_argument("--splits", help="comma-separated evaluation splits to run; default all")
+    r.add_argument(
+        "--end",
+        help="text that ends an answer when read (escapes allowed, e.g. '\\n'): store a value "
+        "for every answer token and for the end token; default: first token only",
     )
     r.add_argument("--json", help="write the results document here")
     r.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -40,6 +40,11 @@ class RecallConfig:
     # Intra-op threads for the whole run (fmi.numerics.fixed_numerics): bits do not depend on
     # the machine's core count. 2 is the reference machine's; the README's figures use it.
     threads: int = 2
+    # Text that follows an answer when it is read. None: one value per entry, at the answer's
+    # first token (the README's tables). A string (e.g. "\\n"): write teacher-forced over
+    # statement + answer + end, with a value for every answer token and for the end token.
+    end: str | None = None
+    splits: tuple[str, ...] = ()  # evaluation splits to run; () runs every split of the task
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -50,6 +55,8 @@ class RecallConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.false_accept < 1.0:
             raise ConfigError(f"false_accept must be in [0, 1), got {self.false_accept}")
+        if self.end is not None and not isinstance(self.end, str):
+            raise ConfigError(f"end must be a string or None, got {self.end!r}")
         if not self.rho_grid or min(self.rho_grid) <= 0:
             raise ConfigError(f"rho_grid must be positive values, got {self.rho_grid}")
         require_at_least(

@@ -15,9 +15,9 @@ import torch
 
 from fmi.calibrate import Fitted, read_queries, write_memory
 from fmi.config import RecallConfig
-from fmi.generate import Generated, greedy
+from fmi.generate import Generated, greedy, greedy_sequences
 from fmi.memory import FastMemory
-from fmi.metrics import answer_word, bootstrap_ci, rate
+from fmi.metrics import answer_prefix, bootstrap_ci, rate, text_matches
 from fmi.queries import QuerySet, build_queries, unique_bindings
 from fmi.retrieval import Decision, QueryScores, decide, retrieved_right, score_queries
 from fmi.write import Written
@@ -41,10 +41,15 @@ def _injected_outputs(
     memory,
     label_ids: torch.Tensor,
     cfg: RecallConfig,
+    max_new_tokens: int | None = None,
 ) -> dict[str, Outputs]:
-    """Decode each distinct (query, injected entry) once and assemble every mode's outputs."""
+    """Decode each distinct (query, injected entry) once and assemble every mode's outputs.
+
+    An entry with an answer sequence (``FastMemory.sequence``) gets its later values at later
+    steps while greedy follows its stored tokens; ``average`` injects its first step only.
+    """
     symbols = memory.symbols()
-    jobs: dict[tuple[int, str], torch.Tensor] = {}
+    jobs: dict[tuple[int, str], tuple[torch.Tensor, list[int]]] = {}
     keys: dict[str, list[tuple[int, str] | None]] = {}
     for mode, d in decisions.items():
         keys[mode] = []
@@ -53,18 +58,25 @@ def _injected_outputs(
                 keys[mode].append(None)
                 continue
             key = (q, f"avg:{symbols[e]}" if mode == "average" else f"e:{e}")
-            jobs.setdefault(key, d.vectors[q])
+            if key not in jobs:
+                first = d.vectors[q : q + 1]
+                if mode == "average":
+                    jobs[key] = (first, list(memory.entries[e].answer[:1]))
+                else:
+                    later = memory.alpha * memory.sequence(e)[1:]
+                    jobs[key] = (torch.cat([first, later]), list(memory.entries[e].answer))
             keys[mode].append(key)
     order = list(jobs)
     done: dict[tuple[int, str], tuple[tuple[int, ...], int]] = {}
     if order:
-        gen = greedy(
+        gen = greedy_sequences(
             model,
             [qs.texts[q] for q, _ in order],
             site=memory.inject_site,
-            deltas=torch.stack([jobs[k] for k in order]),
+            sequences=[jobs[k][0] for k in order],
+            tokens=[jobs[k][1] for k in order],
             label_ids=label_ids,
-            max_new_tokens=cfg.max_new_tokens,
+            max_new_tokens=max_new_tokens or cfg.max_new_tokens,
             batch_size=cfg.batch_size,
         )
         done = {k: (t, p) for k, t, p in zip(order, gen.tokens, gen.label_pick, strict=True)}
@@ -81,32 +93,35 @@ def hits(
 ) -> dict[str, list[bool]]:
     """0/1 outcomes per metric for one mode's outputs.
 
-    ``write``/``read`` are word-level greedy exact match: the continuation's first word must be
-    the label (`` pig`` followed by ``let`` is a miss). ``*_token`` is the first greedy token
-    alone; ``*_label`` the step-one argmax over the split's labels.
+    ``write``/``read`` are greedy exact match of the whole answer, word-bounded
+    (:func:`fmi.metrics.answer_match`: `` pig`` followed by ``let`` is a miss, `` New York.`` a
+    hit for `` New York``). ``*_token`` is the first greedy token alone; ``*_label`` the step-one
+    argmax over the split's labels (their first tokens). ``*_prefix`` holds the fraction of the
+    answer's tokens produced before the first departure (a rate, not a 0/1 outcome).
     """
     tok = model.tokenizer
-    words = [answer_word(tok, t) for t in out.tokens]
+    texts = [tok.decode(list(t), skip_special_tokens=True) for t in out.tokens]
     bound: dict[str, set[str]] = {}
     for b in entries:
         bound.setdefault(b.symbol, set()).add(b.label)
-    every = set(labels)
-    hits: dict[str, list[bool]] = {m: [] for m in METRICS}
+    every = sorted(set(labels))
+    hits: dict[str, list] = {m: [] for m in METRICS}
     for kind in ("write", "read"):
-        hits[f"{kind}_label"], hits[f"{kind}_token"] = [], []
+        hits[f"{kind}_label"], hits[f"{kind}_token"], hits[f"{kind}_prefix"] = [], [], []
     for q, kind in enumerate(qs.kinds):
         if kind in ("write", "read"):
             entry = entries[qs.entry[q]]
             label = entry.label
-            hits[kind].append(words[q] == label)
+            hits[kind].append(text_matches(texts[q], label))
             hits[f"{kind}_label"].append(labels[out.picks[q]] == label)
             hits[f"{kind}_token"].append(out.tokens[q][:1] == (entry.target,))
+            hits[f"{kind}_prefix"].append(answer_prefix(out.tokens[q], entry.answer_tokens))
         elif kind == "plain":
             symbol = qs.symbol[q]
             assert symbol is not None  # plain prompts always name a symbol
-            hits["plain"].append(words[q] in bound[symbol])
+            hits["plain"].append(any(text_matches(texts[q], lab) for lab in bound[symbol]))
         else:
-            hits["unrelated"].append(words[q] in every)
+            hits["unrelated"].append(any(text_matches(texts[q], lab) for lab in every))
             hits["unrelated_changed"].append(out.tokens[q] != base.tokens[q])
     return hits
 
@@ -117,7 +132,7 @@ def misses(model, qs: QuerySet, entries, out: Outputs, limit: int = 5) -> list[d
     for q in qs.index("read"):
         label = entries[qs.entry[q]].label
         text = model.tokenizer.decode(list(out.tokens[q]), skip_special_tokens=True)
-        if answer_word(model.tokenizer, out.tokens[q]) != label:
+        if not text_matches(text, label):
             found.append({"prompt": qs.texts[q], "label": label, "output": text})
             if len(found) == limit:
                 break
@@ -134,6 +149,7 @@ def summarize(
     row: dict = {m: rate(hits[m]) for m in METRICS}
     row["label_restricted"] = {k: rate(hits[f"{k}_label"]) for k in ("write", "read")}
     row["first_token"] = {k: rate(hits[f"{k}_token"]) for k in ("write", "read")}
+    row["answer_prefix"] = {k: rate(hits[f"{k}_prefix"]) for k in ("write", "read")}
     row["n"] = len(hits["read"])
     row["n_by_metric"] = {m: len(hits[m]) for m in METRICS}
     row["ci95"] = {
@@ -164,6 +180,7 @@ class SplitRun:
     label_ids: torch.Tensor
     base: Generated
     write_seconds: float
+    max_new_tokens: int  # decoding steps: enough for the longest answer and one token after it
 
     @property
     def entries(self) -> list:
@@ -187,6 +204,7 @@ def prepare_split(model, split, fitted: Fitted, cfg: RecallConfig) -> SplitRun:
     qs = build_queries(split, entries)
     got = read_queries(model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
     scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content)
+    steps = decode_steps(written.entries, cfg)
     labels = sorted({e.label for e in written.entries})
     target_of = {e.label: e.target for e in written.entries}
     label_ids = torch.tensor([target_of[lab] for lab in labels])
@@ -195,10 +213,24 @@ def prepare_split(model, split, fitted: Fitted, cfg: RecallConfig) -> SplitRun:
         qs.texts,
         site=cfg.inject_site,
         label_ids=label_ids,
-        max_new_tokens=cfg.max_new_tokens,
+        max_new_tokens=steps,
         batch_size=cfg.batch_size,
     )
-    return SplitRun(split, written, memory, qs, scores, labels, label_ids, base, write_seconds)
+    return SplitRun(
+        split, written, memory, qs, scores, labels, label_ids, base, write_seconds, steps
+    )
+
+
+def decode_steps(entries, cfg: RecallConfig) -> int:
+    """``cfg.max_new_tokens``, or more where an answer needs it: its tokens and one after.
+
+    >>> from fmi.memory import Entry
+    >>> decode_steps([Entry("c", "s", "New York", 1, (1, 2, 3), ends=True)], RecallConfig())
+    3
+    >>> decode_steps([Entry("c", "s", "x", 1, (1, 2, 3, 4, 5), ends=True)], RecallConfig())
+    5
+    """
+    return max(cfg.max_new_tokens, *(len(e.answer_tokens) + 1 for e in entries))
 
 
 def mode_outputs(
@@ -206,7 +238,9 @@ def mode_outputs(
 ) -> tuple[dict[str, Decision], dict[str, Outputs]]:
     """Each mode's decisions on a prepared split and the greedy outputs they lead to."""
     decisions = {m: decide(m, run.scores, run.memory, gate=run.qs.gate) for m in modes}
-    outputs = _injected_outputs(model, run.qs, decisions, run.base, run.memory, run.label_ids, cfg)
+    outputs = _injected_outputs(
+        model, run.qs, decisions, run.base, run.memory, run.label_ids, cfg, run.max_new_tokens
+    )
     return decisions, outputs
 
 

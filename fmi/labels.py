@@ -1,4 +1,5 @@
-"""Labels must be single tokens: the memory's value is one token's correction direction."""
+"""Label checks: one token each for first-token memories; at least one token each for memories
+written with answer sequences (``RecallConfig.end``)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def _token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     return [str(i) for i in ids]
 
 
-def check_labels(task: Task, tokenizer: Any) -> None:
-    """Raise ``LabelError`` unless every label target encodes to exactly one token.
+def check_labels(task: Task, tokenizer: Any, *, multi_token: bool = False) -> None:
+    """Raise ``LabelError`` unless every label target encodes to exactly one token (with
+    ``multi_token``: to at least one token).
 
     ``tokenizer(text, add_special_tokens=False)`` must return ``input_ids``; the message names
     each failing label and its pieces, e.g. ``label 'turquoise' is not one token for this
@@ -45,10 +47,13 @@ def check_labels(task: Task, tokenizer: Any) -> None:
     problems = []
     for target, label in label_targets(task).items():
         ids = _token_ids(tokenizer, target)
-        if len(ids) != 1:
+        if multi_token and not ids:
+            problems.append(f"label {label!r} is no token at all for this tokenizer")
+        elif not multi_token and len(ids) != 1:
             pieces = _token_strings(tokenizer, ids)
             problems.append(
                 f"label {label!r} is not one token for this tokenizer: {target!r} -> {pieces!r}"
+                " (answers of several tokens need an end value: --end '\\n')"
             )
     if problems:
         raise LabelError("; ".join(problems))

@@ -50,8 +50,8 @@ class Entry:
     """One binding as stored: in ``context``, ``symbol`` means ``label`` (first token ``target``).
 
     ``tokens`` is the whole stored answer when it has more than the first token: ``target``,
-    the answer's later tokens, then the end token, one value each (``FastMemory.sequence``).
-    Empty for a one-token entry without an end value.
+    the answer's later tokens, then the end token when ``ends``, one value each
+    (``FastMemory.sequence``). Empty for a one-token entry without an end value.
     """
 
     context: str
@@ -59,16 +59,24 @@ class Entry:
     label: str
     target: int
     tokens: tuple[int, ...] = ()
+    ends: bool = False  # the last of ``tokens`` is the end token, not part of the answer
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
         if self.tokens and self.tokens[0] != self.target:
             raise ValueError(f"entry {self.symbol!r}: tokens must start with target {self.target}")
+        if self.ends and len(self.tokens) < 2:
+            raise ValueError(f"entry {self.symbol!r}: an end token needs an answer token before it")
 
     @property
     def answer(self) -> tuple[int, ...]:
-        """Every stored token id, the first included."""
+        """Every stored token id, the first included (the end token too)."""
         return self.tokens or (self.target,)
+
+    @property
+    def answer_tokens(self) -> tuple[int, ...]:
+        """The answer's own token ids, without the end token."""
+        return self.answer[:-1] if self.ends else self.answer
 
 
 @dataclass

@@ -32,8 +32,16 @@ def answer_match(tokenizer, new_tokens: tuple[int, ...], answer: str) -> bool:
     >>> answer_match(tok, tuple(tok(" New Yorker")["input_ids"]), " New York")
     False
     """
-    text = tokenizer.decode(list(new_tokens), skip_special_tokens=True).lstrip()
-    want = answer.strip()
+    return text_matches(tokenizer.decode(list(new_tokens), skip_special_tokens=True), answer)
+
+
+def text_matches(text: str, answer: str) -> bool:
+    """:func:`answer_match` on decoded text.
+
+    >>> text_matches("\\n\\nNew York, then", " New York"), text_matches(" piglet", "pig")
+    (True, False)
+    """
+    text, want = text.lstrip(), answer.strip()
     if not want or not text.startswith(want):
         return False
     rest = text[len(want) :]

@@ -18,9 +18,12 @@ from fmi.tasks import Task, builtin_task
 
 
 def task_for(cfg: RecallConfig) -> Task:
-    """The built-in task sized by ``cfg`` (its seed, n_train, n_eval), or a task file."""
+    """The built-in task sized by ``cfg`` (its seed, n_train, n_eval; with the multi-token
+    splits when ``cfg.end`` is set), or a task file."""
     if cfg.task == "builtin":
-        return builtin_task(seed=cfg.seed, n_train=cfg.n_train, n_eval=cfg.n_eval)
+        return builtin_task(
+            seed=cfg.seed, n_train=cfg.n_train, n_eval=cfg.n_eval, multi=cfg.end is not None
+        )
     return load_task(cfg.task, seed=cfg.seed, n_train=cfg.n_train)
 
 
@@ -36,11 +39,14 @@ def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -
 
 def _run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool) -> dict:
     torch.manual_seed(cfg.seed)
-    check_labels(task, model.tokenizer)
+    for name in cfg.splits:
+        task.split(name)  # an unknown name fails here, listing the splits, before any work
+    check_labels(task, model.tokenizer, multi_token=cfg.end is not None)
     start = time.perf_counter()
     fitted = fit(model, task.train, cfg)
     results: dict[str, dict[str, dict]] = {}
-    splits = tqdm(task.splits, desc="splits", disable=not progress, leave=False)
+    chosen = [task.split(name) for name in cfg.splits] if cfg.splits else list(task.splits)
+    splits = tqdm(chosen, desc="splits", disable=not progress, leave=False)
     for split in splits:
         splits.set_postfix_str(split.name)
         for mode, row in evaluate_split(model, split, fitted, cfg, cfg.modes).items():

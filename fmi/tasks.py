@@ -34,6 +34,21 @@ ANIMALS: tuple[str, ...] = (
     "fox", "mouse", "sheep", "goat",
 )  # fmt: skip
 CATEGORIES: tuple[tuple[str, ...], ...] = (COLOURS, ANIMALS)
+# Answers of 1 to 4 tokens (Gemma-3's tokenizer), for the multi-token splits. No city here
+# answers one of the unrelated questions (no Paris, Tokyo, Berlin, Rome).
+PLACES: tuple[str, ...] = (
+    "London", "Chicago", "New York", "Hong Kong", "Cape Town", "Salt Lake City",
+    "Rio de Janeiro", "Sydney",
+)  # fmt: skip
+DOGS: tuple[str, ...] = (
+    "beagle", "terrier", "golden retriever", "German shepherd", "border collie",
+    "cocker spaniel", "Bernese mountain dog", "Old English sheepdog",
+)  # fmt: skip
+VEHICLES: tuple[str, ...] = (
+    "bus", "tractor", "fire engine", "pickup truck", "school bus", "ice cream truck",
+    "hot air balloon", "double decker bus",
+)  # fmt: skip
+MULTI_CATEGORIES: tuple[tuple[str, ...], ...] = (PLACES, DOGS, VEHICLES)
 
 TRAIN_CONTEXTS: tuple[str, ...] = ("game A", "game B")
 EVAL_CONTEXTS: dict[str, tuple[str, ...]] = {
@@ -45,6 +60,11 @@ EVAL_CONTEXTS: dict[str, tuple[str, ...]] = {
     "crowded": tuple(f"game {letter}" for letter in "ABCDEFGH"),
 }
 PARAPHRASED_SPLITS: frozenset[str] = frozenset({"paraphrase"})
+# Held-out symbols with answers of 1 to 4 tokens (built with ``builtin_task(multi=True)``).
+MULTI_CONTEXTS: dict[str, tuple[str, ...]] = {
+    "multi_same": ("game A", "game B"),
+    "multi_new_lab": ("lab north", "lab south"),
+}
 
 # Questions without any invented word; the builtin task splits them between train and eval.
 GENERAL_QUESTIONS: tuple[str, ...] = (
@@ -327,14 +347,16 @@ def _unrelated_prompts(rng: random.Random) -> tuple[list[str], list[str]]:
     return halves[0], halves[1]
 
 
-def builtin_task(seed: int = 0, n_train: int = 150, n_eval: int = 40) -> Task:
+def builtin_task(seed: int = 0, n_train: int = 150, n_eval: int = 40, multi: bool = False) -> Task:
     """The built-in task, deterministic from ``seed``.
 
     ``train``: ``n_train`` symbols in ``game A`` / ``game B``, each binding also read as
     ``the A game`` / ``the B game``. Evaluation splits share a pool of ``n_eval`` held-out
     symbols (each symbol keeps one label category; labels are drawn afresh per split):
     ``same``, ``new_game``, ``new_lab``, ``paraphrase``, ``shared_suffix``, ``crowded``
-    (contexts in :data:`EVAL_CONTEXTS`).
+    (contexts in :data:`EVAL_CONTEXTS`). With ``multi``, two more splits follow on the same
+    held-out symbols, ``multi_same`` and ``multi_new_lab`` (:data:`MULTI_CONTEXTS`), whose
+    labels have 1 to 4 tokens (:data:`MULTI_CATEGORIES`); the other splits are unchanged.
     """
     if n_train < 1 or n_eval < 1:
         raise ConfigError(
@@ -358,4 +380,22 @@ def builtin_task(seed: int = 0, n_train: int = 150, n_eval: int = 40) -> Task:
         )
         for name, contexts in EVAL_CONTEXTS.items()
     )
+    if multi:  # drawn after everything above, which therefore stays as without ``multi``
+        start = rng.randrange(len(MULTI_CATEGORIES))
+        kinds = {s: (start + i) % len(MULTI_CATEGORIES) for i, s in enumerate(eval_symbols)}
+        splits += tuple(
+            Split(name, tuple(_multi_bank(rng, kinds, contexts)), templates, tuple(eval_unrelated))
+            for name, contexts in MULTI_CONTEXTS.items()
+        )
     return Task("builtin", train, splits, seed)
+
+
+def _multi_bank(
+    rng: random.Random, kinds: Mapping[str, int], contexts: Sequence[str]
+) -> list[Binding]:
+    """Like :func:`conflicting_bank`, with labels from :data:`MULTI_CATEGORIES`."""
+    bindings: list[Binding] = []
+    for symbol, kind in kinds.items():
+        labels = rng.sample(MULTI_CATEGORIES[kind], len(contexts))
+        bindings += [Binding(c, symbol, lab) for c, lab in zip(contexts, labels, strict=True)]
+    return bindings

@@ -8,6 +8,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from fmi.answers import answer_values
 from fmi.forward import collect
 from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, Entry
 from fmi.prompts import prompt_spans, span_tokens
@@ -27,6 +28,8 @@ class Written:
     token_role: Tensor
     answer_states: Float[Tensor, "n d"]  # h at the injection site, answer position
     answer_entropy: Float[Tensor, " n"]  # the frozen model's next-token entropy there (nats)
+    tail_values: Float[Tensor, "m d"] | None = None  # later answer steps (write(..., end=...))
+    tail_owner: Tensor | None = None
 
     @property
     def answer_norms(self) -> Float[Tensor, " n"]:
@@ -84,13 +87,23 @@ def write(
     token_site: str,
     inject_site: str,
     batch_size: int = 16,
+    end: str | None = None,
 ) -> Written:
     """Keys and values for ``bindings`` from one frozen forward pass per batch of statements.
 
     The forward runs to the final norm and skips the model's own unembedding: the value and the
     entropy come from the answer position's unembedding input, streamed over ``W_U`` once for
     all statements (:func:`fmi.values.streamed_values`), which costs about what the logits would.
+
+    With ``end`` (the text that follows an answer when it is read, e.g. ``"\\n"``), the one
+    forward runs teacher-forced over statement + answer + ``end`` instead
+    (:func:`fmi.answers.answer_values`): labels may have any number of tokens, and each entry
+    also stores a value for every later answer token and for the end token (its tail).
     """
+    if end is not None:
+        return _write_answers(
+            model, bindings, templates, end, symbol_site, token_site, inject_site, batch_size
+        )
     tok = model.tokenizer
     prompts, spans = zip(*(write_prompt(templates, b) for b in bindings), strict=True)
     targets = torch.tensor([label_token(tok, templates, b.label) for b in bindings])
@@ -111,4 +124,36 @@ def write(
         token_role=torch.tensor(where.role),
         answer_states=got.stack_last(inject_site),
         answer_entropy=entropy,
+    )
+
+
+def _write_answers(
+    model, bindings, templates, end: str, symbol_site, token_site, inject_site, batch_size
+) -> Written:
+    """:func:`write` with answer sequences: one teacher-forced forward per batch."""
+    tok = model.tokenizer
+    prompts, spans = zip(*(write_prompt(templates, b) for b in bindings), strict=True)
+    answers = [templates.target("write", b.label) for b in bindings]
+    sites = (symbol_site, token_site, inject_site)
+    got, acts = answer_values(
+        model, list(prompts), answers, end=end, batch_size=batch_size, sites=sites
+    )
+    where = key_tokens(tok, list(prompts), list(spans))
+    entries = [
+        Entry(b.context, b.symbol, b.label, ids[0], tuple(ids), ends)
+        for b, ids, ends in zip(bindings, got.tokens, got.has_end, strict=True)
+    ]
+    first = [pos[0] for pos in got.predicting]  # the statement's last token
+    tails = [v[1:] for v in got.values]
+    return Written(
+        entries=entries,
+        values=torch.stack([v[0] for v in got.values]),
+        symbol_keys=where.symbol_keys(acts.acts[symbol_site]),
+        token_keys=where.token_keys(acts.acts[token_site]),
+        token_owner=torch.tensor(where.prompt),
+        token_role=torch.tensor(where.role),
+        answer_states=acts.stack_at(inject_site, first),
+        answer_entropy=torch.stack([e[0] for e in got.entropy]),
+        tail_values=torch.cat(tails),
+        tail_owner=torch.tensor([i for i, t in enumerate(tails) for _ in range(t.shape[0])]),
     )

@@ -17,7 +17,7 @@ ANSWERS = [" green tea", " red", " New York City"]
 @pytest.mark.parametrize("name", ["tiny_neox", "tiny_gemma"])
 def test_each_value_equals_the_naive_correction_from_the_full_logits(name, request):
     model = request.getfixturevalue(name)
-    got = answer_values(model, STATEMENTS, ANSWERS, end="\n", batch_size=2)
+    got, _ = answer_values(model, STATEMENTS, ANSWERS, end="\n", batch_size=2)
     w_u, _ = unembedding(model.bridge)
     tok = model.tokenizer
     for i, (s, a) in enumerate(zip(STATEMENTS, ANSWERS, strict=True)):
@@ -36,7 +36,7 @@ def test_each_value_equals_the_naive_correction_from_the_full_logits(name, reque
 
 
 def test_no_end_text_gives_no_end_value(tiny_neox):
-    got = answer_values(tiny_neox, STATEMENTS[:1], ANSWERS[:1], end="")
+    got, _ = answer_values(tiny_neox, STATEMENTS[:1], ANSWERS[:1], end="")
     assert got.has_end == [False]
     assert len(got.tokens[0]) == len(got.values[0]) == 2  # " green", " tea"
 
@@ -113,3 +113,35 @@ def test_answer_prefix_known_answers(got, want, expected):
 def test_answer_prefix_needs_an_answer():
     with pytest.raises(ValueError, match="at least one"):
         answer_prefix((1,), ())
+
+
+@pytest.mark.parametrize("name", ["tiny_neox", "tiny_gemma"])
+def test_write_with_an_end_keeps_keys_and_first_values_and_adds_tails(name, request):
+    from fmi.tasks import Binding, builtin_task
+    from fmi.write import write
+
+    model = request.getfixturevalue(name)
+    split = builtin_task(seed=0, n_train=4, n_eval=2).train
+    bindings = [*split.bindings[:3], Binding("game A", "dax", "New York City")]
+    n_layers = int(model.bridge.cfg.n_layers)
+    kw = dict(
+        symbol_site=f"blocks.{n_layers - 1}.hook_resid_post",
+        token_site="blocks.0.hook_resid_post",
+        inject_site="ln_final.hook_out",
+        batch_size=2,
+    )
+    old = write(model, bindings, split.templates, **kw)
+    new = write(model, bindings, split.templates, end="\n", **kw)
+    close = dict(atol=1e-4, rtol=1e-4)
+    for field in ("values", "symbol_keys", "token_keys", "answer_states", "answer_entropy"):
+        assert torch.allclose(getattr(old, field), getattr(new, field), **close), field
+    assert torch.equal(old.token_owner, new.token_owner) and old.tail_values is None
+    tok = model.tokenizer
+    for i, (b, e) in enumerate(zip(bindings, new.entries, strict=True)):
+        answer = tok(split.templates.target("write", b.label), add_special_tokens=False)
+        assert e.tokens[:-1] == tuple(answer["input_ids"]) and e.target == e.tokens[0]
+        assert int((new.tail_owner == i).sum()) == len(e.tokens) - 1
+    # the tail of the multi-token entry equals answer_values on its statement alone
+    statement = split.templates.prompt("write", bindings[3])
+    alone, _ = answer_values(model, [statement], [" New York City"], end="\n")
+    assert torch.allclose(new.tail_values[new.tail_owner == 3], alone.values[0][1:], **close)

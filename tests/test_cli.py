@@ -96,3 +96,24 @@ def test_models_lists_registry(capsys):
     assert code == 0
     for name in ("pythia-70m", "gemma-3-270m", "smollm2-135m", "tiny-pythia-arch"):
         assert name in out
+
+
+def test_unknown_split_lists_the_splits_before_loading(capsys):
+    code, _, err = _run(capsys, ["recall", *TINY, "--splits", "same,new_moon"])
+    assert code == 2 and "new_moon" in err and "new_lab" in err and "Traceback" not in err
+
+
+def test_bad_end_escape_is_named(capsys):
+    code, _, err = _run(capsys, ["recall", *TINY, "--end", "\\x"])
+    assert code == 2 and "--end" in err and "Traceback" not in err
+
+
+def test_recall_runs_only_the_chosen_splits_with_end_values(capsys, tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["recall", *TINY, "--splits", "same", "--end", "\\n", "--modes", "dual_key"]
+    code, stdout, _ = _run(capsys, [*argv, "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert code == 0 and set(doc["results"]["dual_key"]) == {"same"}
+    assert doc["config"]["end"] == "\n" and doc["config"]["splits"] == ["same"]
+    row = doc["results"]["dual_key"]["same"]
+    assert 0.0 <= row["answer_prefix"]["read"] <= 1.0

@@ -18,8 +18,8 @@ def _memory(name: str = "tiny-neox") -> FastMemory:
     std = Standardizer(torch.zeros(D), torch.ones(D))
     entries = [
         Entry("game A", "blicket", "red", 7),
-        Entry("", "Alice", "green tea", 11, (11, 12, 13)),  # " green", " tea", end
-        Entry("lab north", "dax", "New York City", 21, (21, 22, 23, 24)),
+        Entry("", "Alice", "green tea", 11, (11, 12, 13), True),  # " green", " tea", end
+        Entry("lab north", "dax", "New York City", 21, (21, 22, 23, 24), True),
     ]
     return FastMemory(
         model_name=name,

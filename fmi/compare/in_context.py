@@ -43,7 +43,7 @@ def in_context_row(model, run: SplitRun, cfg: RecallConfig, variant: str) -> Row
         prompts,
         site=cfg.inject_site,
         label_ids=run.label_ids,
-        max_new_tokens=cfg.max_new_tokens,
+        max_new_tokens=run.max_new_tokens,
         batch_size=cfg.batch_size,
     )
     tok = model.tokenizer

@@ -71,7 +71,7 @@ def inject(
             site=site,
             deltas=deltas[rows],
             label_ids=run.label_ids,
-            max_new_tokens=cfg.max_new_tokens,
+            max_new_tokens=run.max_new_tokens,
             batch_size=cfg.batch_size,
         )
         for j, q in enumerate(rows):

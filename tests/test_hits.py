@@ -1,0 +1,79 @@
+"""Known-answer tests of the per-prompt outcomes that every recall table is made of."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from fmi.evaluate import Outputs, hits, summarize
+from fmi.generate import Generated
+from fmi.memory import Entry
+from fmi.queries import QuerySet
+
+
+@pytest.fixture(scope="module")
+def case(tiny_neox):
+    tok = tiny_neox.tokenizer
+
+    def ids(text: str) -> tuple[int, ...]:
+        return tuple(tok(text)["input_ids"])
+
+    ny = ids(" New York City")
+    entries = [
+        Entry("game A", "dax", "New York City", ny[0], (*ny, ids("\n")[0]), True),
+        Entry("game B", "dax", "red", ids(" red")[0]),
+        Entry("game A", "wug", "pig", ids(" pig")[0]),
+    ]
+    labels = sorted({e.label for e in entries})
+    kinds = ["write", "read", "read", "read", "plain", "plain", "unrelated", "unrelated"]
+    qs = QuerySet(
+        texts=[""] * len(kinds),
+        kinds=kinds,
+        entry=[0, 0, 1, 2, -1, -1, -1, -1],
+        symbol=["dax", "dax", "dax", "wug", "dax", "wug", None, None],
+        gate=[None] * len(kinds),
+    )
+    outputs = [
+        ids(" New York City\n"),  # write: whole answer, then the end token
+        ids(" New York"),  # read: stops early, 2 of 3 answer tokens
+        ids("\n\nred"),  # read: a hit after whitespace
+        ids(" piglet"),  # read: " pig" + "let" is a miss
+        ids(" red."),  # plain: a label bound to dax
+        ids(" blue"),  # plain: no label of wug
+        ids(" pig"),  # unrelated: a stored label
+        ids(" Paris"),  # unrelated: no label
+    ]
+    base = [ids(" Paris")] * len(kinds)
+    out = Outputs(
+        outputs, picks=[labels.index(e) for e in ["New York City"] * 2 + ["red", "red"]] + [0] * 4
+    )
+    gen = Generated(base, [0] * len(kinds), [0.0] * len(kinds))
+    return SimpleNamespace(
+        model=tiny_neox, qs=qs, entries=entries, labels=labels, out=out, base=gen, ny=ny
+    )
+
+
+def test_outcomes_of_hand_made_outputs(case):
+    got = hits(case.model, case.qs, case.entries, case.labels, case.out, case.base)
+    assert got["write"] == [True]
+    assert got["read"] == [False, True, False]
+    assert got["plain"] == [True, False]
+    assert got["unrelated"] == [True, False]
+    assert got["unrelated_changed"] == [True, False]
+    assert got["read_token"] == [True, False, True]  # "\n\nred" starts with "\n\n"
+    assert got["read_label"] == [True, True, False]
+    assert got["write_prefix"] == [1.0]
+    assert got["read_prefix"] == [2 / 3, 0.0, 1.0]  # token level: "\n\nred" departs at once
+
+
+def test_summary_rates_of_hand_made_outputs(case):
+    from fmi.config import RecallConfig
+
+    got = hits(case.model, case.qs, case.entries, case.labels, case.out, case.base)
+    row = summarize(got, case.qs, RecallConfig.quick())
+    assert row["read"] == pytest.approx(1 / 3) and row["write"] == 1.0
+    assert row["plain"] == 0.5 and row["unrelated"] == 0.5 and row["unrelated_changed"] == 0.5
+    assert row["first_token"]["read"] == pytest.approx(2 / 3)
+    assert row["answer_prefix"]["read"] == pytest.approx((2 / 3 + 0 + 1) / 3)
+    assert row["n"] == 3 and row["n_by_metric"]["plain"] == 2
