@@ -261,21 +261,39 @@ class FastMemory:
         since an entry's keys and value come from its own statement."""
         if not 0 < n <= len(self):
             raise ValueError(f"head needs 0 < n <= {len(self)} entries, got {n}")
-        tok = self.token_owner < n
+        return self.select(list(range(n)))
+
+    def select(self, rows: list[int]) -> FastMemory:
+        """The memory of entries ``rows`` alone, in that order (duplicates refused): what writing
+        only them would give. ``select`` without an entry is how an entry is deleted.
+        """
+        if len(set(rows)) != len(rows) or any(not 0 <= r < len(self) for r in rows):
+            raise ValueError(f"select needs distinct entries in 0..{len(self) - 1}, got {rows}")
+        new_of = torch.full((len(self),), -1, dtype=torch.long)
+        new_of[torch.tensor(rows, dtype=torch.long)] = torch.arange(len(rows))
+
+        def regroup(owner: Tensor) -> Tensor:
+            """Indices of the rows owned by kept entries, grouped in the new entry order."""
+            mapped = new_of[owner]
+            kept = (mapped >= 0).nonzero().squeeze(-1)
+            return kept[torch.argsort(mapped[kept], stable=True)]
+
+        tok = regroup(self.token_owner)
         tail_values, tail_owner = self.tail_values, self.tail_owner
         if tail_values is not None and tail_owner is not None:
-            keep = tail_owner < n
-            tail_values, tail_owner = tail_values[keep], tail_owner[keep]
+            tail = regroup(tail_owner)
+            tail_values, tail_owner = tail_values[tail], new_of[tail_owner[tail]]
+        index = torch.tensor(rows, dtype=torch.long)
         return replace(
             self,
+            entries=[self.entries[r] for r in rows],
+            values=self.values[index],
+            symbol_keys=self.symbol_keys[index],
+            token_keys=self.token_keys[tok],
+            token_owner=new_of[self.token_owner[tok]],
+            token_role=self.token_role[tok],
             tail_values=tail_values,
             tail_owner=tail_owner,
-            entries=self.entries[:n],
-            values=self.values[:n],
-            symbol_keys=self.symbol_keys[:n],
-            token_keys=self.token_keys[tok],
-            token_owner=self.token_owner[tok],
-            token_role=self.token_role[tok],
         )
 
     def symbols(self) -> list[str]:

@@ -106,3 +106,29 @@ def test_damaged_files_get_one_error_naming_the_file(tiny_neox, tmp_path, damage
         path = tmp_path / "absent.fmi.safetensors"
     with pytest.raises(MemoryFileError, match=str(path.name)):
         FastMemory.load(path, tiny_neox)
+
+
+def _naive_sequences(mem: FastMemory) -> list[torch.Tensor]:
+    return [mem.sequence(e) for e in range(len(mem))]
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 2], [2, 0], [1], [2, 1, 0], []])
+def test_select_equals_a_naive_per_entry_rebuild(rows):
+    mem = _memory()
+    got = mem.select(rows)
+    assert got.entries == [mem.entries[r] for r in rows]
+    for new, old in enumerate(rows):
+        assert torch.equal(got.sequence(new), mem.sequence(old))
+        assert torch.equal(got.symbol_keys[new], mem.symbol_keys[old])
+        for role in (0, 1):  # the entry's token keys, in their original order
+            mine = got.token_keys[(got.token_owner == new) & (got.token_role == role)]
+            theirs = mem.token_keys[(mem.token_owner == old) & (mem.token_role == role)]
+            assert torch.equal(mine, theirs)
+    assert len(got.token_keys) == sum(int((mem.token_owner == r).sum()) for r in rows)
+
+
+def test_select_refuses_duplicates_and_out_of_range():
+    with pytest.raises(ValueError, match="distinct"):
+        _memory().select([0, 0])
+    with pytest.raises(ValueError, match="distinct"):
+        _memory().select([3])
