@@ -432,6 +432,7 @@ def test_multi_token_label_fake_tokenizer() -> None:
         check_labels(_task_with_label("turquoise"), tokenizer)
     assert str(err.value) == (
         "label 'turquoise' is not one token for this tokenizer: ' turquoise' -> [' turqu', 'oise']"
+        " (answers of several tokens need an end value: --end '\\n')"
     )
 
 
