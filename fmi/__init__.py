@@ -1,7 +1,66 @@
 """fmi: fast-memory interpretability for frozen language models.
 
-Import the submodules you need (``fmi.models``, ``fmi.memory``, ...); importing ``fmi``
-itself loads nothing heavy and has no side effects.
+A frozen transformer gets an external fast memory: writing a fact is one frozen forward pass,
+reading it is a hook that adds the stored value during greedy generation. Nothing in the
+weights changes.
+
+>>> import fmi
+>>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+>>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+>>> memory.write("Alice's favourite drink is", " green tea", spans={"symbol": "Alice"}).entry.id
+0
+
+Importing ``fmi`` loads nothing heavy and has no side effects: the names below are imported
+on first use.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "fmi.models",
+    "list_models": "fmi.models",
+    "FastMemory": "fmi.memory",
+    "Entry": "fmi.memory",
+    "Stored": "fmi.statements",
+    "Answer": "fmi.ask",
+    "RecallConfig": "fmi.config",
+    "run_recall": "fmi.recall",
+    "builtin_task": "fmi.tasks",
+}
+__all__ = [
+    "Answer",
+    "Entry",
+    "FastMemory",
+    "RecallConfig",
+    "Stored",
+    "builtin_task",
+    "list_models",
+    "load_model",
+    "run_recall",
+]
+
+if TYPE_CHECKING:
+    from fmi.ask import Answer
+    from fmi.config import RecallConfig
+    from fmi.memory import Entry, FastMemory
+    from fmi.models import list_models, load_model
+    from fmi.recall import run_recall
+    from fmi.statements import Stored
+    from fmi.tasks import builtin_task
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fmi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

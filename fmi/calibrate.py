@@ -3,7 +3,7 @@ thresholds, and alpha. Evaluation symbols and contexts are never seen here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from fmi.memory import FastMemory, KeyEncoder
 from fmi.numerics import fixed_numerics
 from fmi.projectors import train_projector
 from fmi.queries import QuerySet, build_queries, unique_bindings
+from fmi.refine import refine_written, refined_values
 from fmi.retrieval import (
     MODES,
     QueryScores,
@@ -26,6 +27,8 @@ from fmi.retrieval import (
     retrieved_right,
     score_queries,
 )
+from fmi.sites import UNEMBED_IN
+from fmi.values import unembedding
 from fmi.write import Written, write
 
 
@@ -40,6 +43,8 @@ class Fitted:
     alpha: float
     alpha_curve: dict[float, float]  # rho -> training read accuracy with oracle retrieval
     train_retrieval: dict[str, float]  # mode -> training read retrieval accuracy
+    refine_steps: int = 1  # closed-form refinement steps of every written value (fmi.refine)
+    refine_curve: dict[int, float] = field(default_factory=dict)  # steps -> training accuracy
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +56,8 @@ class Fitted:
             "alpha": self.alpha,
             "alpha_curve": {str(k): v for k, v in self.alpha_curve.items()},
             "train_retrieval": self.train_retrieval,
+            "refine_steps": self.refine_steps,
+            "refine_curve": {str(k): v for k, v in self.refine_curve.items()},
         }
 
 
@@ -99,6 +106,7 @@ def write_memory(
         batch_size=cfg.batch_size,
         end=cfg.end,
     )
+    written = refine_written(model, written, cfg.inject_site, fitted.alpha, fitted.refine_steps)
     memory = make_memory(
         model,
         written,
@@ -217,28 +225,64 @@ def _calibrate_alpha(
 ) -> tuple[float, float, dict[float, float]]:
     """Pick rho (injected norm as a fraction of the answer-position norm) with oracle retrieval on
     training read prompts: one grid step above the smallest rho that reaches the best accuracy."""
+    entries, accuracy = _oracle_reads(model, written, qs, cfg)
+    values = written.values[entries]
+    scale = float(written.answer_norms.median() / written.values.norm(dim=-1).median())
+    curve = {rho: accuracy(rho * scale * values) for rho in cfg.rho_grid}
+    grid = sorted(curve)
+    first = grid.index(_smallest_near_best(curve))
+    rho = grid[min(first + 1, len(grid) - 1)]
+    return rho, rho * scale, curve
+
+
+def _oracle_reads(model, written: Written, qs: QuerySet, cfg: RecallConfig):
+    """Training read prompts (at most ``cfg.calibration_prompts``), the entry each asks for, and
+    a function giving greedy step-one accuracy when those entries' ``deltas`` are injected."""
     reads = qs.index("read")[: cfg.calibration_prompts]
     texts = [qs.texts[i] for i in reads]
     entries = [qs.entry[i] for i in reads]
-    values = written.values[entries]
     targets = [written.entries[e].target for e in entries]
-    scale = float(written.answer_norms.median() / written.values.norm(dim=-1).median())
-    curve = {}
-    for rho in cfg.rho_grid:
+
+    def accuracy(deltas: Tensor) -> float:
         out = greedy(
             model,
             texts,
             site=cfg.inject_site,
-            deltas=rho * scale * values,
+            deltas=deltas,
             max_new_tokens=1,
             batch_size=cfg.batch_size,
         )
-        curve[rho] = float(np.mean([t[0] == y for t, y in zip(out.tokens, targets, strict=True)]))
-    grid = sorted(curve)
+        return float(np.mean([t[0] == y for t, y in zip(out.tokens, targets, strict=True)]))
+
+    return entries, accuracy
+
+
+def _smallest_near_best(curve: dict, tolerance: float = 0.01):
+    """The smallest grid point whose accuracy is within ``tolerance`` of the best."""
     best = max(curve.values())
-    first = next(i for i, r in enumerate(grid) if curve[r] >= best - 0.01)
-    rho = grid[min(first + 1, len(grid) - 1)]
-    return rho, rho * scale, curve
+    return next(k for k in sorted(curve) if curve[k] >= best - tolerance)
+
+
+def _calibrate_steps(
+    model, written: Written, qs: QuerySet, cfg: RecallConfig, alpha: float, at_one: float
+) -> tuple[int, dict[int, float]]:
+    """Choose the refinement steps on training read prompts (oracle retrieval, the calibrated
+    alpha): the smallest number of steps within 0.01 of the best accuracy. ``at_one`` is the
+    one-step accuracy, already measured by the alpha calibration."""
+    grid = sorted(set(cfg.refine_grid))
+    if grid == [1] or cfg.inject_site != UNEMBED_IN:
+        return 1, {1: at_one}
+    entries, accuracy = _oracle_reads(model, written, qs, cfg)
+    w_u, b_u = unembedding(model.bridge, linear_only=True)
+    targets = torch.tensor([e.target for e in written.entries])
+    curve = {}
+    for k in grid:
+        if k == 1:
+            curve[k] = at_one
+            continue
+        values = refined_values(written.answer_states, written.values, w_u, b_u, targets, alpha, k)
+        curve[k] = accuracy(alpha * values[entries])
+    return _smallest_near_best(curve), curve
 
 
 def fit(model, train_split, cfg: RecallConfig) -> Fitted:
@@ -278,4 +322,7 @@ def _fit(model, train_split, cfg: RecallConfig) -> Fitted:
     )
     thresholds, retrieval = _thresholds(memory, crossfit, qs, cfg.false_accept)
     rho, alpha, curve = _calibrate_alpha(model, written, qs, cfg)
-    return Fitted(encoder, thresholds, memory.dual_weights, rho, alpha, curve, retrieval)
+    steps, steps_curve = _calibrate_steps(model, written, qs, cfg, alpha, curve[rho])
+    return Fitted(
+        encoder, thresholds, memory.dual_weights, rho, alpha, curve, retrieval, steps, steps_curve
+    )

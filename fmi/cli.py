@@ -1,5 +1,5 @@
 """The ``fmi`` command line: ``models``, ``recall``, ``analyses``, ``compare``, ``capacity``,
-``bench``, ``inspect``."""
+``bench``, ``inspect``, ``memory``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from fmi import memory_cli
 from fmi.errors import ConfigError, FmiError
 
 
@@ -50,7 +51,8 @@ def _recall(args: argparse.Namespace) -> int:
         n_train=args.n_train,
         n_eval=args.n_eval,
         splits=tuple(x.strip() for x in (args.splits or "").split(",") if x.strip()),
-        end=_end_text(args.end),
+        end=None if args.seed_value else _end_text(args.end),
+        refine_grid=(1,) if args.seed_value else RecallConfig.refine_grid,
     )
     task = task_for(cfg)
     for name in cfg.splits:
@@ -209,8 +211,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--splits", help="comma-separated evaluation splits to run; default all")
     r.add_argument(
         "--end",
-        help="text that ends an answer when read (escapes allowed, e.g. '\\n'): store a value "
-        "for every answer token and for the end token; default: first token only",
+        default="\\n",
+        help="text that ends an answer when read (escapes allowed; default '\\n'): a value is "
+        "stored for every answer token and for the end token ('' for none)",
+    )
+    r.add_argument(
+        "--seed-value",
+        action="store_true",
+        help="write as the seed experiment did: one unrefined value at the answer's first token "
+        "(one-token labels only; ignores --end)",
     )
     r.add_argument("--json", help="write the results document here")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -265,6 +274,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--n-train", type=int, default=defaults.n_train, help="training symbols")
     i.add_argument("--n-eval", type=int, default=defaults.n_eval, help="held-out symbols")
     i.add_argument("--seed", type=int, default=0)
+    memory_cli.add_parser(sub)
     return p
 
 
@@ -278,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _bench,
         "inspect": _inspect,
         "compare": _compare,
+        "memory": memory_cli.run,
     }[args.command]
     try:
         return handler(args)

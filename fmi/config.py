@@ -30,6 +30,9 @@ class RecallConfig:
     inject_site: str = UNEMBED_IN
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     rho_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8)
+    # Closed-form refinement steps of the value (fmi.refine) calibration chooses among, on
+    # training prompts, as it chooses rho; (1,) keeps the seed value.
+    refine_grid: tuple[int, ...] = (1, 2, 3, 5)
     calibration_prompts: int = 64
     false_accept: float = 0.01
     max_new_tokens: int = 3
@@ -40,10 +43,11 @@ class RecallConfig:
     # Intra-op threads for the whole run (fmi.numerics.fixed_numerics): bits do not depend on
     # the machine's core count. 2 is the reference machine's; the README's figures use it.
     threads: int = 2
-    # Text that follows an answer when it is read. None: one value per entry, at the answer's
-    # first token (the README's tables). A string (e.g. "\\n"): write teacher-forced over
-    # statement + answer + end, with a value for every answer token and for the end token.
-    end: str | None = None
+    # Text that follows an answer when it is read: the write runs teacher-forced over
+    # statement + answer + end, with a value for every answer token and for the end token
+    # ("": no end value). None: one value per entry, at the answer's first token, as the seed
+    # experiment wrote (RecallConfig.seed_value; labels must then be one token).
+    end: str | None = "\n"
     splits: tuple[str, ...] = ()  # evaluation splits to run; () runs every split of the task
 
     def __post_init__(self) -> None:
@@ -57,6 +61,8 @@ class RecallConfig:
             raise ConfigError(f"false_accept must be in [0, 1), got {self.false_accept}")
         if self.end is not None and not isinstance(self.end, str):
             raise ConfigError(f"end must be a string or None, got {self.end!r}")
+        if not self.refine_grid or min(self.refine_grid) < 1:
+            raise ConfigError(f"refine_grid must be step counts >= 1, got {self.refine_grid}")
         if not self.rho_grid or min(self.rho_grid) <= 0:
             raise ConfigError(f"rho_grid must be positive values, got {self.rho_grid}")
         require_at_least(
@@ -90,6 +96,18 @@ class RecallConfig:
             "projector": ProjectorConfig(dim=16, steps=20),
         }
         return cls(**{**small, **overrides})
+
+    @classmethod
+    def seed_value(cls, **overrides) -> RecallConfig:
+        """The seed experiment's write: one unrefined value per binding, at the answer's first
+        token (``end=None``, ``refine_grid=(1,)``). ``fmi compare``, ``fmi capacity`` and the
+        analyses study this value; ``fmi recall --seed-value`` reads with it.
+
+        >>> cfg = RecallConfig.seed_value(n_train=12)
+        >>> cfg.end, cfg.refine_grid, cfg.n_train
+        (None, (1,), 12)
+        """
+        return cls(**{"end": None, "refine_grid": (1,), **overrides})
 
     def to_dict(self) -> dict:
         return asdict(self)

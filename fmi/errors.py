@@ -29,6 +29,13 @@ class MemoryFileError(FmiError):
     """A memory file that is missing, truncated or corrupted; the message names the file."""
 
 
+class EntryNotFoundError(FmiError, KeyError):
+    """A memory entry id that is not in the memory."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class ConfigError(FmiError):
     """An invalid configuration value."""
 

@@ -55,6 +55,44 @@ LOGITS_SITE = "unembed.hook_out"
 """The logits of each step: where :func:`sequence_hooks` sees the greedy pick."""
 
 
+class Follower:
+    """Per row of a batch: the vectors of an answer sequence and its tokens, and whether greedy
+    decoding is still on it. ``inject`` adds row ``b``'s vector of the current step at the last
+    position; ``follow`` (at the logits) reads each row's greedy pick and ends a row's sequence
+    at its first departure. A row with ``None`` (or no tokens) gets nothing."""
+
+    def __init__(self, deltas: list[Tensor | None], tokens: list[list[int]]) -> None:
+        if len(deltas) != len(tokens):
+            raise ValueError(f"{len(deltas)} delta sequences but {len(tokens)} token sequences")
+        for d, t in zip(deltas, tokens, strict=True):
+            if d is not None and (d.ndim != 2 or d.shape[0] != len(t)):
+                raise ValueError(
+                    f"each delta sequence must be [len(tokens), d]; got {tuple(d.shape)}"
+                )
+        self.deltas, self.tokens = deltas, tokens
+        self.on = [d is not None and len(t) > 0 for d, t in zip(deltas, tokens, strict=True)]
+        self.step = 0
+
+    def inject(self, act: Tensor) -> Tensor:
+        rows = [b for b, live in enumerate(self.on) if live and self.step < len(self.tokens[b])]
+        if not rows:
+            return act
+        out = act.clone()
+        for b in rows:
+            delta = self.deltas[b]
+            assert delta is not None
+            out[b, -1] = out[b, -1] + delta[self.step].to(act.device, act.dtype)
+        return out
+
+    def follow(self, logits: Tensor) -> None:
+        picks = logits[:, -1].argmax(-1).tolist()
+        for b, pick in enumerate(picks):
+            tokens = self.tokens[b]
+            if self.on[b] and (self.step >= len(tokens) or pick != tokens[self.step]):
+                self.on[b] = False
+        self.step += 1
+
+
 def sequence_hooks(
     site: str,
     deltas: list[Float[Tensor, "t d"] | None],
@@ -70,33 +108,13 @@ def sequence_hooks(
     from it is the last that got a vector. A row with ``None`` gets nothing. Use a fresh set per
     generation; apply both with ``bridge.hooks(fwd_hooks=...)``.
     """
-    if len(deltas) != len(tokens):
-        raise ValueError(f"{len(deltas)} delta sequences but {len(tokens)} token sequences")
-    for d, t in zip(deltas, tokens, strict=True):
-        if d is not None and (d.ndim != 2 or d.shape[0] != len(t)):
-            raise ValueError(f"each delta sequence must be [len(tokens), d]; got {tuple(d.shape)}")
-    on = [d is not None and len(t) > 0 for d, t in zip(deltas, tokens, strict=True)]
-    state = {"step": 0}
+    state = Follower(deltas, tokens)
 
     def inject(act: Tensor, hook: object) -> Tensor:
-        step = state["step"]
-        rows = [b for b, live in enumerate(on) if live and step < len(tokens[b])]
-        if not rows:
-            return act
-        out = act.clone()
-        for b in rows:
-            delta = deltas[b]
-            assert delta is not None
-            out[b, -1] = out[b, -1] + delta[step].to(act.device, act.dtype)
-        return out
+        return state.inject(act)
 
     def follow(act: Tensor, hook: object) -> Tensor:
-        step = state["step"]
-        picks = act[:, -1].argmax(-1).tolist()
-        for b, pick in enumerate(picks):
-            if on[b] and (step >= len(tokens[b]) or pick != tokens[b][step]):
-                on[b] = False
-        state["step"] = step + 1
+        state.follow(act)
         return act
 
     return [(site, inject), (LOGITS_SITE, follow)]

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from fmi.atomic import write_atomically
-from fmi.errors import MemoryFileError, MemoryMismatchError
+from fmi.errors import EntryNotFoundError, MemoryFileError, MemoryMismatchError
 from fmi.keys import Standardizer
 from fmi.search import Channel
 
@@ -45,6 +45,23 @@ REQUIRED_META = (
 )
 
 
+def memory_metadata(path: str | Path) -> dict:
+    """The metadata of the memory file at ``path`` (its model, sites, entries...), read without
+    loading a model; ``MemoryFileError`` for a missing or unreadable file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["fmi"])
+    except FileNotFoundError:
+        raise MemoryFileError(f"no memory file at {path}") from None
+    except Exception as err:  # safetensors raises its own error type on bad headers
+        raise MemoryFileError(f"{path} is not a readable fmi memory file ({err})") from None
+    if not isinstance(meta, dict):
+        raise MemoryFileError(f"{path} is not a readable fmi memory file (bad metadata)")
+    return meta
+
+
 @dataclass(frozen=True)
 class Entry:
     """One binding as stored: in ``context``, ``symbol`` means ``label`` (first token ``target``).
@@ -60,6 +77,8 @@ class Entry:
     target: int
     tokens: tuple[int, ...] = ()
     ends: bool = False  # the last of ``tokens`` is the end token, not part of the answer
+    statement: str = ""  # a free-form fact's statement (FastMemory.write); "" for a binding
+    id: int = -1  # stable id given by FastMemory.write (-1: a recall binding, no id)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
@@ -125,6 +144,15 @@ class FastMemory:
     # entry order and step order; tail_owner[i] is the entry row i belongs to.
     tail_values: Float[Tensor, "m d"] | None = None
     tail_owner: Int[Tensor, " m"] | None = None
+    # How free-form writing and reading work (FastMemory.fit / write / generate): the text that
+    # ends an answer, the refinement steps of each value, the retrieval mode, the next free id,
+    # and what the fit measured on its training split.
+    end: str | None = None
+    refine_steps: int = 1
+    mode: str = "dual_key"
+    next_id: int = 0
+    fit_info: dict = field(default_factory=dict)
+    _model: object = field(default=None, repr=False, compare=False)  # bound by fit / load
     _index: dict[str, tuple[Tensor, Tensor]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -179,9 +207,22 @@ class FastMemory:
             "token_site": self.encoder.token_site,
             "thresholds": self.thresholds,
             "entries": [asdict(e) for e in self.entries],
+            "end": self.end,
+            "refine_steps": self.refine_steps,
+            "mode": self.mode,
+            "next_id": self.next_id,
+            "fit_info": self.fit_info,
         }
 
     def save(self, path: str | Path) -> None:
+        """Write the memory to one safetensors file, atomically (temp file, then rename): a
+        killed save leaves the old file as it was.
+
+        >>> import tempfile, fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> memory.save(tempfile.mkdtemp() + "/empty.fmi.safetensors")
+        """
         tensors = {
             "values": self.values,
             "symbol_keys": self.symbol_keys,
@@ -209,16 +250,20 @@ class FastMemory:
 
     @classmethod
     def load(cls, path: str | Path, model) -> FastMemory:
-        """Load a memory for ``model`` (a ``LoadedModel``); refuse one written with another."""
-        from safetensors import safe_open
+        """Load a memory for ``model`` (a ``LoadedModel``); refuse one written with another.
 
+        >>> import tempfile, fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> path = tempfile.mkdtemp() + "/m.fmi.safetensors"
+        >>> memory.save(path)
+        >>> len(fmi.FastMemory.load(path, model))
+        0
+        """
+        meta = memory_metadata(path)
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["fmi"])
             t = load_file(str(path))
-        except FileNotFoundError:
-            raise MemoryFileError(f"no memory file at {path}") from None
-        except Exception as err:  # safetensors raises its own error type on bad headers
+        except Exception as err:  # safetensors raises its own error type on bad data
             raise MemoryFileError(f"{path} is not a readable fmi memory file ({err})") from None
         missing = [k for k in REQUIRED_TENSORS if k not in t]
         missing += [k for k in REQUIRED_META if k not in meta]
@@ -254,6 +299,12 @@ class FastMemory:
             dual_weights=t.get("dual_weights"),
             tail_values=t.get("tail_values"),
             tail_owner=t.get("tail_owner"),
+            end=meta.get("end"),
+            refine_steps=int(meta.get("refine_steps", 1)),
+            mode=meta.get("mode", "dual_key"),
+            next_id=int(meta.get("next_id", 0)),
+            fit_info=meta.get("fit_info", {}),
+            _model=model,
         )
 
     def head(self, n: int) -> FastMemory:
@@ -298,3 +349,146 @@ class FastMemory:
 
     def symbols(self) -> list[str]:
         return [e.symbol for e in self.entries]
+
+    # ------------------------------------------------------------------ free-form facts
+
+    @classmethod
+    def fit(cls, model, config=None) -> FastMemory:
+        """An empty memory for ``model``, fitted on the built-in training split only: the key
+        standardizers, projector, dual-key weights, thresholds, alpha and refinement steps
+        (:func:`fmi.calibrate.fit`). ``config`` is a :class:`fmi.RecallConfig` (default: the
+        recall defaults, answers ending in a newline).
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> len(memory), memory.mode, memory.end
+        (0, 'dual_key', '\\n')
+        """
+        from fmi.statements import fit_empty
+
+        return fit_empty(model, config)
+
+    def _require_model(self, model):
+        model = model if model is not None else self._model
+        if model is None:
+            raise ValueError("this memory has no model bound; pass model=")
+        return model
+
+    def write(self, statement: str, answer: str, *, spans: dict | None = None, model=None):
+        """Store the fact ``statement + answer`` from one frozen forward pass; a stored fact with
+        the same key spans (symbol and context text) is replaced: latest wins.
+
+        ``spans`` names the key: ``{"symbol": "Alice"}`` (what the fact is about), optionally
+        ``"context"`` (its frame, e.g. ``"game A"``); a missing channel is the rest of the
+        statement, and no spans at all make the whole statement both. Returns a
+        :class:`fmi.statements.Stored` with the new entry (its ``id``) and the one it replaced.
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> alice = {"symbol": "Alice"}
+        >>> first = memory.write("Alice's favourite drink is", " green tea", spans=alice)
+        >>> again = memory.write("Alice's favourite drink is", " coffee", spans=alice)
+        >>> first.entry.id, again.entry.id, again.replaced.id, len(memory)
+        (0, 1, 0, 1)
+        """
+        from fmi.statements import write_fact
+
+        return write_fact(self, self._require_model(model), statement, answer, spans)
+
+    def delete(self, entry_id: int) -> Entry:
+        """Remove the entry with id ``entry_id`` and return it; reading is then exactly as if it
+        had never been written.
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> stored = memory.write("Bob lives in", " Paris", spans={"symbol": "Bob"})
+        >>> memory.delete(stored.entry.id).answer == stored.entry.answer, len(memory)
+        (True, 0)
+        """
+        ids = [e.id for e in self.entries]
+        if entry_id not in ids:
+            raise EntryNotFoundError(
+                f"no entry with id {entry_id} in this memory (ids: {ids or 'none'})"
+            )
+        row = ids.index(entry_id)
+        removed = self.entries[row]
+        self._become(self.select([r for r in range(len(self)) if r != row]))
+        return removed
+
+    def _become(self, other: FastMemory) -> None:
+        """Take ``other``'s entries, keys and values in place (caches cleared)."""
+        for name in (
+            "entries",
+            "values",
+            "symbol_keys",
+            "token_keys",
+            "token_owner",
+            "token_role",
+            "tail_values",
+            "tail_owner",
+            "next_id",
+        ):
+            setattr(self, name, getattr(other, name))
+        self._index.clear()
+        self._search.clear()
+
+    def appended(self, other: FastMemory) -> FastMemory:
+        """This memory's entries followed by ``other``'s (keys, values and answer steps), read
+        this memory's way."""
+        n, d = len(self), self.values.shape[1]
+
+        def tails(m: FastMemory) -> tuple[Tensor, Tensor]:
+            if m.tail_values is None or m.tail_owner is None:
+                return torch.zeros(0, d), torch.zeros(0, dtype=torch.long)
+            return m.tail_values, m.tail_owner
+
+        (tv, to), (ov, oo) = tails(self), tails(other)
+        return replace(
+            self,
+            entries=[*self.entries, *other.entries],
+            values=torch.cat([self.values, other.values]),
+            symbol_keys=torch.cat([self.symbol_keys, other.symbol_keys]),
+            token_keys=torch.cat([self.token_keys, other.token_keys]),
+            token_owner=torch.cat([self.token_owner, other.token_owner + n]),
+            token_role=torch.cat([self.token_role, other.token_role]),
+            tail_values=torch.cat([tv, ov]),
+            tail_owner=torch.cat([to, oo + n]),
+        )
+
+    def generate(
+        self, model, prompts: list[str], *, max_new_tokens: int = 16, until: str | None = "end"
+    ) -> list[str]:
+        """Greedy continuations of ``prompts`` reading this memory (one pass, KV cache), each cut
+        at the first ``until`` (``"end"``, the default: the memory's end text; ``None``: not cut).
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> out = memory.generate(model, ["Question: where does Bob live? Answer:"])
+        >>> len(out), type(out[0])
+        (1, <class 'str'>)
+        """
+        from fmi.ask import ask
+
+        cut = self.end if until == "end" else until
+        return [a.text for a in ask(self, model, prompts, max_new_tokens=max_new_tokens, until=cut)]
+
+    def apply(self, model):
+        """A context manager with the memory's read hooks on ``model`` for any TransformerLens
+        call inside it, removed on exit (also after an exception).
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> tokens = model.tokenizer("Where does Bob live?", return_tensors="pt")["input_ids"]
+        >>> with memory.apply(model) as log:
+        ...     logits = model.bridge(tokens)
+        >>> logits.shape[0]
+        1
+        """
+        from fmi.ask import applied
+
+        return applied(self, model)

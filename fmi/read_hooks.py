@@ -13,6 +13,7 @@ checks it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from fmi.errors import ConfigError
 from fmi.generate import Generated, decode
-from fmi.hooks import HookFn
+from fmi.hooks import LOGITS_SITE, Follower, HookFn
 from fmi.memory import FastMemory
 from fmi.prompts import Encoded
 from fmi.retrieval import CHANNELS, Decision, check_modes, read_decide
@@ -64,49 +65,84 @@ def check_order(memory: FastMemory, mode: str) -> None:
         )
 
 
+ContentFor = Callable[[int, int], Tensor]
+"""``(batch, width) -> content mask`` for a prompt pass whose tokens the hooks cannot see."""
+
+
 def memory_hooks(
     memory: FastMemory,
     mode: str,
-    content: Bool[Tensor, "batch pos"],
+    content: Bool[Tensor, "batch pos"] | ContentFor,
     log: ReadLog,
     gate: list[str | None] | None = None,
 ) -> list[tuple[str, HookFn]]:
-    """Hooks that read ``memory`` under ``mode`` for one left-padded batch (``content``: its real,
-    non-special tokens). Use a fresh set per generation: they act on the prompt pass only."""
+    """Hooks that read ``memory`` under ``mode`` (``content``: each prompt's real, non-special
+    tokens, or a function giving them from the batch's shape).
+
+    A *prompt pass* is the first call after the hooks are made, or any call over more than one
+    position; the key hooks keep its states, and at the injection site the memory decides per
+    row and adds the chosen entry's first value at the last position. Later one-position calls
+    (KV-cached generation steps) add the entry's next values while greedy decoding stays on its
+    stored answer (:class:`fmi.hooks.Follower`), and nothing after a departure. A new prompt
+    pass decides afresh, so one set of hooks serves any number of calls (``FastMemory.apply``).
+    """
     check_modes([mode])
     check_order(memory, mode)
     sites = _key_sites(memory, mode)
     kept: dict[str, list[Tensor]] = {}
-    state = {"offset": 0}
-    width = content.shape[1]
+    state: dict = {"decided": False, "follower": None}
+
+    def prompt_pass(act: Tensor) -> bool:
+        return act.shape[1] > 1 or not state["decided"]
 
     def keep(side: str) -> HookFn:
         def hook(act: Tensor, hook: object) -> Tensor:
-            if act.shape[1] == width and side not in kept:
+            if prompt_pass(act):
                 kept[side] = list(act.float().unbind(0))
+                state["decided"] = False
             return act
 
         return hook
 
     def inject(act: Tensor, hook: object) -> Tensor:
-        offset = state["offset"]
-        state["offset"] = offset + act.shape[1]
-        if offset != 0:  # a KV-cached step after the prompt
-            return act
+        if not prompt_pass(act):  # a KV-cached step after the prompt
+            follower = state["follower"]
+            return act if follower is None else follower.inject(act)
         if set(kept) != set(sites):
             raise ConfigError(f"key hooks at {sorted(sites.values())} did not run before reading")
-        rows = list(content.to(act.device).unbind(0))
-        empty = [torch.zeros(width, act.shape[-1])] * content.shape[0]
+        batch, width = act.shape[0], act.shape[1]
+        mask = content(batch, width) if callable(content) else content
+        rows = list(mask.to(act.device).unbind(0))
+        empty = [torch.zeros(width, act.shape[-1])] * batch
         decision = read_decide(
             memory, mode, kept.get("symbol", empty), kept.get("token", empty), rows, gate=gate
         )
+        kept.clear()
+        state["decided"] = True
         log.decisions.append(decision)
-        out = act.clone()
-        out[:, -1] = out[:, -1] + decision.vectors.to(act.device, act.dtype)
-        return out
+        deltas: list[Tensor | None] = []
+        tokens: list[list[int]] = []
+        for b, e in enumerate(decision.entry.tolist()):
+            if e < 0:
+                deltas.append(None)
+                tokens.append([])
+            elif mode == "average":  # a symbol's mean value: its first step only
+                deltas.append(decision.vectors[b : b + 1])
+                tokens.append(list(memory.entries[e].answer[:1]))
+            else:
+                later = memory.alpha * memory.sequence(e)[1:]
+                deltas.append(torch.cat([decision.vectors[b : b + 1], later]))
+                tokens.append(list(memory.entries[e].answer))
+        state["follower"] = Follower(deltas, tokens)
+        return state["follower"].inject(act)
+
+    def follow(act: Tensor, hook: object) -> Tensor:
+        if state["follower"] is not None:
+            state["follower"].follow(act)
+        return act
 
     hooks = [(site, keep(side)) for side, site in sites.items()]
-    return [*hooks, (memory.inject_site, inject)]
+    return [*hooks, (memory.inject_site, inject), (LOGITS_SITE, follow)]
 
 
 def read_greedy(

@@ -30,6 +30,7 @@ class Written:
     answer_entropy: Float[Tensor, " n"]  # the frozen model's next-token entropy there (nats)
     tail_values: Float[Tensor, "m d"] | None = None  # later answer steps (write(..., end=...))
     tail_owner: Tensor | None = None
+    tail_states: Float[Tensor, "m d"] | None = None  # h at UNEMBED_IN predicting each tail step
 
     @property
     def answer_norms(self) -> Float[Tensor, " n"]:
@@ -145,6 +146,7 @@ def _write_answers(
     ]
     first = [pos[0] for pos in got.predicting]  # the statement's last token
     tails = [v[1:] for v in got.values]
+    tail_states = [h[1:] for h in got.states]
     return Written(
         entries=entries,
         values=torch.stack([v[0] for v in got.values]),
@@ -156,4 +158,5 @@ def _write_answers(
         answer_entropy=torch.stack([e[0] for e in got.entropy]),
         tail_values=torch.cat(tails),
         tail_owner=torch.tensor([i for i, t in enumerate(tails) for _ in range(t.shape[0])]),
+        tail_states=torch.cat(tail_states),
     )

@@ -28,7 +28,7 @@ def test_unknown_mode_lists_modes(capsys):
     assert code == 2 and "nearest" in err and "dual_key" in err
 
 
-def test_multi_token_label_is_named(capsys, tmp_path):
+def test_multi_token_label_is_named_for_the_seed_value(capsys, tmp_path):
     path = tmp_path / "task.json"
     path.write_text(
         json.dumps(
@@ -42,7 +42,7 @@ def test_multi_token_label_is_named(capsys, tmp_path):
             }
         )
     )
-    code, _, err = _run(capsys, ["recall", *TINY, "--task", str(path)])
+    code, _, err = _run(capsys, ["recall", *TINY, "--task", str(path), "--seed-value"])
     assert code == 2 and "turquoise" in err and "one token" in err
 
 

@@ -47,7 +47,7 @@ class AnalysisConfig:
     max_new_tokens: int = 1
     batch_size: int = 32
     quick: bool = False
-    recall: RecallConfig = field(default_factory=RecallConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig.seed_value)
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -98,7 +98,7 @@ class AnalysisConfig:
             "probe_prompts": 12,
             "probe_folds": 3,
             "quick": True,
-            "recall": RecallConfig(
+            "recall": RecallConfig.seed_value(
                 rho_grid=(0.2, 0.8), calibration_prompts=8, projector=ProjectorConfig(dim=16)
             ),
         }

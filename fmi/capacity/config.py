@@ -35,7 +35,7 @@ class CapacityConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     batch_size: int = 32
     quick: bool = False
-    recall: RecallConfig = field(default_factory=RecallConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig.seed_value)
 
     def __post_init__(self) -> None:
         require_at_least(self, ("read_queries", "plain_queries", "batch_size"))
@@ -70,7 +70,7 @@ class CapacityConfig:
             "lora": LoraConfig(ranks=(1, 4), steps=8, batch_size=8),
             "batch_size": 16,
             "quick": True,
-            "recall": RecallConfig.quick(),
+            "recall": RecallConfig.quick(end=None, refine_grid=(1,)),
         }
         return cls(**{**small, **overrides})
 

@@ -48,7 +48,7 @@ class CompareConfig:
     gradmem_lr: float = 0.15
     entropy_keep: float = 0.99
     quick: bool = False
-    recall: RecallConfig = field(default_factory=RecallConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig.seed_value)
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -106,7 +106,7 @@ class CompareConfig:
             "refine_steps": (1, 2, 3),
             "gradmem_steps": 2,
             "quick": True,
-            "recall": RecallConfig(
+            "recall": RecallConfig.seed_value(
                 rho_grid=(0.2, 0.8),
                 calibration_prompts=8,
                 n_bootstrap=100,

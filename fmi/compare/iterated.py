@@ -14,39 +14,16 @@ the seed's and read back with the same retrieval (``dual_key``).
 
 from __future__ import annotations
 
-import time
-
 import torch
-from jaxtyping import Float, Int
-from torch import Tensor
 
 from fmi.compare.rows import Cost, Row, inject, score
 from fmi.config import RecallConfig
 from fmi.errors import ConfigError
 from fmi.evaluate import SplitRun
+from fmi.refine import refine
 from fmi.retrieval import Decision
 from fmi.sites import UNEMBED_IN
-from fmi.values import correction_values, unembedding
-
-
-def refine(
-    h: Float[Tensor, "n d"],
-    w_u: Float[Tensor, "d vocab"],
-    b_u: Float[Tensor, " vocab"],
-    targets: Int[Tensor, " n"],
-    alpha: float,
-    steps: list[int],
-) -> tuple[dict[int, Float[Tensor, "n d"]], dict[int, float]]:
-    """The injected vector after each of ``steps`` closed-form gradient steps (see the module),
-    and the seconds spent up to each of them (one pass)."""
-    start = time.perf_counter()
-    delta = torch.zeros_like(h)
-    out, seconds = {}, {}
-    for k in range(1, max(steps) + 1):
-        delta = delta + alpha * correction_values(w_u, (h + delta) @ w_u + b_u, targets)
-        if k in steps:
-            out[k], seconds[k] = delta, time.perf_counter() - start
-    return out, seconds
+from fmi.values import unembedding
 
 
 def iterated_rows(

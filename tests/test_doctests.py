@@ -1,0 +1,27 @@
+"""Every ``>>>`` example in the public modules runs and prints what it says."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "fmi",
+    "fmi.memory",
+    "fmi.statements",
+    "fmi.ask",
+    "fmi.refine",
+    "fmi.answers",
+    "fmi.config",
+    "fmi.evaluate",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
