@@ -14,6 +14,9 @@
   written entries among synthetic ones (:func:`synthetic_bank`): a matrix product's time does
   not depend on the numbers in it, but the search's does, so ``fmi capacity`` also times both
   on a bank that is written whole.
+- answers of 3 tokens (:func:`multi_token`): the teacher-forced write against the plain
+  forward of the same texts with logits at the same positions, and memory generation (values
+  following the stored answer, then the end value) against plain greedy generation.
 - throughput: prompts per second of one-pass memory reading; peak resident memory.
 
 The memory is fitted as ``fmi recall`` fits it (training split of the built-in task), so the
@@ -104,9 +107,10 @@ def plain_forward(model, texts: list[str], batch_size: int) -> None:
         model.bridge(enc.tokens, attention_mask=enc.mask, logits_to_keep=answer_only(enc.tokens))
 
 
-def bench_memory(model, bindings, cfg: BenchConfig) -> tuple[FastMemory, float]:
+def bench_memory(model, bindings, cfg: BenchConfig) -> tuple[FastMemory, float, Any]:
     """A memory of ``bindings`` read the way ``fmi recall`` reads (fitted on the built-in
-    task's training split: standardizers, projector, thresholds, alpha), and the fit's seconds."""
+    task's training split: standardizers, projector, thresholds, alpha), the fit's seconds, and
+    the fit."""
     from fmi.calibrate import fit, write_memory
     from fmi.recall import task_for
 
@@ -114,7 +118,92 @@ def bench_memory(model, bindings, cfg: BenchConfig) -> tuple[FastMemory, float]:
     fitted = fit(model, task_for(cfg.recall).train, cfg.recall)
     seconds = time.perf_counter() - start
     _, memory = write_memory(model, bindings, Templates(), fitted, cfg.recall)
-    return memory, seconds
+    return memory, seconds, fitted
+
+
+def answers_of(tokenizer, length: int) -> list[str]:
+    """The built-in multi-token labels that are exactly ``length`` tokens after a space."""
+    from fmi.tasks import MULTI_CATEGORIES
+
+    labels = [label for cat in MULTI_CATEGORIES for label in cat]
+    return [
+        x
+        for x in labels
+        if len(tokenizer(" " + x, add_special_tokens=False)["input_ids"]) == length
+    ]
+
+
+def multi_token(model, bindings, fitted, cfg: BenchConfig, length: int = 3) -> dict[str, Any]:
+    """The write and generation ratios for answers of ``length`` tokens (plus the end token).
+
+    The bindings are ``bindings`` with labels drawn in turn from :func:`answers_of`. The write
+    (one teacher-forced forward over statement + answer + end, a value per answer token and for
+    the end token) is timed against the plain forward of the same texts that yields the logits
+    at the same positions; memory generation (``dual_key``, values following the stored answer)
+    against plain greedy generation of ``length + 1`` tokens.
+    """
+    from fmi.calibrate import write_memory
+
+    pool = answers_of(model.tokenizer, length)
+    if not pool:
+        return {"skipped": f"no built-in label is {length} tokens for this tokenizer"}
+    if cfg.recall.end is None:
+        return {"skipped": "the recall configuration writes no answer sequence (end=None)"}
+    multi = [replace(b, label=pool[i % len(pool)]) for i, b in enumerate(bindings)]
+    templates = Templates()
+    _, memory = write_memory(model, multi, templates, fitted, cfg.recall)
+    end = cfg.recall.end
+    texts = [templates.prompt("write", b) + templates.target("write", b.label) + end for b in multi]
+    steps = length + (1 if end else 0)
+    enc = memory.encoder
+    kw = dict(
+        symbol_site=enc.symbol_site, token_site=enc.token_site, inject_site=memory.inject_site
+    )
+
+    @torch.inference_mode()
+    def forward() -> None:
+        for start in range(0, len(texts), cfg.batch_size):
+            batch = encode(model.tokenizer, texts[start : start + cfg.batch_size])
+            width = batch.tokens.shape[1]
+            keep = torch.arange(width - 1 - steps, width - 1)  # the positions that predict
+            model.bridge(batch.tokens, attention_mask=batch.mask, logits_to_keep=keep)
+
+    def written() -> Any:
+        return write(model, multi, templates, batch_size=cfg.batch_size, end=end, **kw)
+
+    reads = [templates.prompt("read", b) for b in multi]
+
+    def plain() -> Any:
+        return greedy(
+            model, reads, site=memory.inject_site, max_new_tokens=steps, batch_size=cfg.batch_size
+        )
+
+    def read() -> Any:
+        return read_greedy(
+            model, memory, "dual_key", reads, max_new_tokens=steps, batch_size=cfg.batch_size
+        )
+
+    t = median_seconds(
+        {"forward": forward, "write": written, "plain": plain, "read": read}, cfg.repeats
+    )
+    out, _ = read_greedy(
+        model, memory, "dual_key", reads, max_new_tokens=steps, batch_size=cfg.batch_size
+    )
+    right = [
+        tuple(o[:length]) == e.answer_tokens
+        for o, e in zip(out.tokens, memory.entries, strict=True)
+    ]
+    return {
+        "answer_tokens": length,
+        "labels": pool,
+        "forward_s": t["forward"],
+        "write_s": t["write"],
+        "write_ratio": t["write"] / t["forward"],
+        "plain_s": t["plain"],
+        "memory_s": t["read"],
+        "generation_ratio": t["read"] / t["plain"],
+        "read_exact": sum(right) / len(right),
+    }
 
 
 def write_vs_forward(model, bindings, memory: FastMemory, cfg: BenchConfig) -> dict[str, float]:
@@ -281,7 +370,7 @@ def run_bench(cfg: BenchConfig, *, model=None, announce: Callable[[str], None] =
         model = load_model(cfg.model, seed=cfg.seed, announce=announce)
     rc = cfg.recall
     bindings = capacity_bindings(cfg.prompts, cfg.seed, skip=rc.n_train + rc.n_eval)
-    memory, fit_seconds = bench_memory(model, bindings, cfg)
+    memory, fit_seconds, fitted = bench_memory(model, bindings, cfg)
     announce(f"fmi: bench on {model.name}: {len(bindings)} prompts, batch {cfg.batch_size}")
     doc: dict[str, Any] = {
         "model": model.name,
@@ -292,6 +381,7 @@ def run_bench(cfg: BenchConfig, *, model=None, announce: Callable[[str], None] =
     doc["write"] = write_vs_forward(model, bindings, memory, cfg)
     announce(f"fmi: write/forward {doc['write']['ratio']:.3f}")
     doc["generation"] = generation(model, bindings, memory, cfg)
+    doc["multi_token"] = multi_token(model, bindings, fitted, cfg)
     texts = [Templates().prompt("read", b) for b in bindings]
     queries = query_states(model, memory, texts, cfg.query_batch)
     doc["retrieval_ms_per_query"] = retrieval(memory, queries, cfg)
@@ -313,6 +403,17 @@ def summary_lines(doc: dict) -> list[str]:
                 f"{mode}: memory generation / plain generation: {r['seconds']:.3f} s / "
                 f"{g['plain_s']:.3f} s = {r['ratio']:.3f}; {r['prompts_per_s']:.1f} prompts/s"
             )
+    m = doc.get("multi_token", {})
+    if "skipped" in m:
+        lines.append(f"multi-token: skipped ({m['skipped']})")
+    elif m:
+        n = m["answer_tokens"]
+        lines.append(
+            f"{n}-token answers: write / forward: {m['write_s']:.3f} s / {m['forward_s']:.3f} s"
+            f" = {m['write_ratio']:.3f}; memory generation / plain generation: "
+            f"{m['memory_s']:.3f} s / {m['plain_s']:.3f} s = {m['generation_ratio']:.3f} "
+            f"(dual_key, {n + 1} tokens; whole answer read {m['read_exact']:.2f})"
+        )
     for mode, by_size in doc["retrieval_ms_per_query"].items():
         for n, r in by_size.items():
             rescored = f", {r['rescored']:g} rescored" if "rescored" in r else ""

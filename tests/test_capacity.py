@@ -131,8 +131,12 @@ def test_bench_measures_every_figure(tiny_neox):
             assert row["same_entries"] == 1.0  # the search is exact
             assert 1 <= row["rescored"] <= 200
     assert doc["peak_memory"]["rss_mib"] > 0
+    m = doc["multi_token"]
+    assert m["answer_tokens"] == 3 and m["labels"] and m["write_ratio"] > 0
+    assert m["generation_ratio"] > 0 and 0.0 <= m["read_exact"] <= 1.0
     lines = summary_lines(doc)
     assert any("write / forward" in x for x in lines)
+    assert any(x.startswith("3-token answers: write / forward") for x in lines)
     assert all(not hp.fwd_hooks for hp in tiny_neox.bridge.hook_dict.values())
 
 

@@ -1,6 +1,7 @@
 """What every analysis shares: the configuration, the loaded model, the task and the fitted memory.
 
-The memory is fitted once (training symbols only, exactly as ``fmi recall`` does) and reused by
+The memory is fitted once (training symbols only, exactly as ``fmi recall --seed-value`` does:
+:meth:`RecallConfig.seed_value`, the value the analyses study) and reused by
 every analysis, so that ``make analyses`` pays for one fit.
 """
 

@@ -22,7 +22,8 @@ class CapacityConfig:
       contextless prompts (words) are sampled per size from that size's bank.
     - ``lora_sizes``: the sizes (among ``sizes``) the LoRA probe trains on, each rank of
       ``lora.ranks``; empty skips the probe.
-    The memory itself is fitted exactly as ``fmi recall`` fits it (``recall``).
+    The memory itself is fitted exactly as ``fmi recall --seed-value`` fits it (``recall``:
+    one-token bindings, the seed value).
     """
 
     model: str = "auto"

@@ -1,7 +1,7 @@
 """``fmi capacity``: how far one frozen model's fast memory goes, next to LoRA adapters.
 
-The memory is fitted once on the built-in task's training split (as ``fmi recall`` fits it); the
-largest bank of fresh words is written once; every size is read from its prefix.
+The memory is fitted once on the built-in task's training split (as ``fmi recall --seed-value``
+fits it); the largest bank of fresh words is written once; every size is read from its prefix.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ MEMORY_MODES = ("both_top1", "context_gate", "dual_key")
 class CompareConfig:
     """Everything that decides ``fmi compare``; ``to_dict()`` heads the report and the JSON.
 
-    The memory is fitted exactly as ``fmi recall`` fits it (``recall``, whose model, task, seed
-    and sizes follow the fields here). Baselines are then scored on ``splits`` with the same
-    prompts, metrics and bootstrap intervals.
+    The memory is fitted exactly as ``fmi recall --seed-value`` fits it (``recall``, default
+    :meth:`RecallConfig.seed_value`: the unrefined first-token value, which the iterated rows
+    refine; its model, task, seed and sizes follow the fields here). Baselines are then scored
+    on ``splits`` with the same prompts, metrics and bootstrap intervals.
 
     - ``steering_layers``: residual layers the steering sweep visits, evenly spaced (the final
       norm's output is always added); ``steering_alphas`` scale a unit steering vector to a
