@@ -5,7 +5,14 @@ set -euo pipefail
 MODEL=${1:-gemma-3-270m}
 FILE=${2:-$(mktemp -d)/facts.fmi}
 FMI=${FMI:-.venv/bin/fmi}
-run() { printf '$ fmi %s\n' "$(printf '%q ' "$@")"; "$FMI" "$@" 2>/dev/null; }
+# print each argument bare if it is plain, else in double quotes (what you would type)
+q() { if [[ $1 =~ ^[A-Za-z0-9_./:=-]+$ ]]; then printf '%s' "$1"; else printf '"%s"' "${1//\"/\\\"}"; fi; }
+run() {
+  local line="$ fmi" a
+  for a in "$@"; do line+=" $(q "$a")"; done
+  printf '%s\n' "$line"
+  "$FMI" "$@" 2>/dev/null
+}
 run memory new "$FILE" --model "$MODEL"
 run memory write "$FILE" "Alice's favourite drink is" " green tea" --symbol Alice
 run memory write "$FILE" "Bob grew up in" " Salt Lake City" --symbol Bob

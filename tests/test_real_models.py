@@ -54,3 +54,7 @@ def test_recall_on_gemma_reaches_its_targets():
         assert row["retrieval"] >= 0.95 and row["first_token"]["read"] >= 0.9
         assert row["plain"] <= 0.05 and row["unrelated_changed"] <= 0.02
     assert doc["results"]["both_top1"]["same"]["read"] >= 0.7
+    for split in ("multi_same", "multi_new_lab"):  # answers of 1 to 4 tokens, whole answer read
+        row = doc["results"]["dual_key"][split]
+        assert row["read"] >= 0.8 and row["answer_prefix"]["read"] >= row["read"]
+        assert row["plain"] <= 0.05 and row["unrelated_changed"] <= 0.02
