@@ -229,10 +229,22 @@ def _calibrate_alpha(
     values = written.values[entries]
     scale = float(written.answer_norms.median() / written.values.norm(dim=-1).median())
     curve = {rho: accuracy(rho * scale * values) for rho in cfg.rho_grid}
+    rho = choose_rho(curve)
+    return rho, rho * scale, curve
+
+
+def choose_rho(curve: dict[float, float]) -> float:
+    """The alpha rule: one grid step above the smallest rho within 0.01 of the best training
+    accuracy (the step keeps a margin), or the largest rho when that is the last.
+
+    >>> choose_rho({0.05: 0.06, 0.1: 0.81, 0.15: 1.0, 0.2: 1.0, 0.3: 1.0})
+    0.2
+    >>> choose_rho({0.1: 0.2, 0.2: 0.5, 0.4: 0.995})
+    0.4
+    """
     grid = sorted(curve)
     first = grid.index(_smallest_near_best(curve))
-    rho = grid[min(first + 1, len(grid) - 1)]
-    return rho, rho * scale, curve
+    return grid[min(first + 1, len(grid) - 1)]
 
 
 def _oracle_reads(model, written: Written, qs: QuerySet, cfg: RecallConfig):

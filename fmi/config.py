@@ -40,6 +40,9 @@ class RecallConfig:
     n_bootstrap: int = 1000
     n_train: int = 150
     n_eval: int = 40
+    # Unrelated prompts per evaluation split (built-in task); None: every evaluation question
+    # of fmi.questions (over 300), disjoint from the training questions.
+    n_unrelated: int | None = None
     # Intra-op threads for the whole run (fmi.numerics.fixed_numerics): bits do not depend on
     # the machine's core count. 2 is the reference machine's; the README's figures use it.
     threads: int = 2
@@ -59,6 +62,8 @@ class RecallConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.false_accept < 1.0:
             raise ConfigError(f"false_accept must be in [0, 1), got {self.false_accept}")
+        if self.n_unrelated is not None and self.n_unrelated < 1:
+            raise ConfigError(f"n_unrelated must be >= 1 or None, got {self.n_unrelated}")
         if self.end is not None and not isinstance(self.end, str):
             raise ConfigError(f"end must be a string or None, got {self.end!r}")
         if not self.refine_grid or min(self.refine_grid) < 1:
@@ -90,6 +95,7 @@ class RecallConfig:
         small = {
             "n_train": 12,
             "n_eval": 6,
+            "n_unrelated": 12,
             "n_bootstrap": 50,
             "rho_grid": (0.2, 0.8),
             "calibration_prompts": 8,

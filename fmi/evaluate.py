@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from fmi.calibrate import Fitted, read_queries, write_memory
 from fmi.config import RecallConfig
 from fmi.generate import Generated, greedy, greedy_sequences
+from fmi.intervals import cluster_interval, wilson_rate
 from fmi.memory import FastMemory
-from fmi.metrics import answer_prefix, bootstrap_ci, rate, text_matches
+from fmi.metrics import answer_prefix, rate, text_matches
 from fmi.queries import QuerySet, build_queries, unique_bindings
 from fmi.retrieval import Decision, QueryScores, decide, retrieved_right, score_queries
 from fmi.write import Written
@@ -139,6 +139,40 @@ def misses(model, qs: QuerySet, entries, out: Outputs, limit: int = 5) -> list[d
     return found
 
 
+CI_METHOD = {
+    "write": "cluster (symbols): hull of a cluster bootstrap and Wilson at n/deff",
+    "read": "cluster (symbols): hull of a cluster bootstrap and Wilson at n/deff",
+    "plain": "Wilson",
+    "unrelated": "Wilson",
+    "unrelated_changed": "Wilson",
+}
+
+
+def intervals(
+    hits: dict[str, list[bool]], qs: QuerySet, cfg: RecallConfig
+) -> tuple[dict[str, tuple[float, float]], dict[str, int]]:
+    """95% intervals of every rate, and the number of clusters (symbols) behind each.
+
+    Write and read prompts come one per context of a symbol, so they are clustered by symbol
+    (:func:`fmi.intervals.cluster_interval`); the first-token and label-restricted rates too.
+    Plain prompts (one per symbol) and unrelated prompts get Wilson intervals. None is ever
+    zero-width (``n >= 1``).
+    """
+    out: dict[str, tuple[float, float]] = {}
+    clusters: dict[str, int] = {}
+    for kind in ("write", "read"):
+        symbols = [qs.symbol[q] for q in qs.index(kind)]
+        clusters[kind] = len(set(symbols))
+        for name in (kind, f"{kind}_token", f"{kind}_label"):
+            key = {kind: kind, f"{kind}_token": f"first_token.{kind}"}.get(name, f"label.{kind}")
+            got = [float(h) for h in hits[name]]
+            out[key] = cluster_interval(got, symbols, cfg.n_bootstrap, cfg.seed)
+    for m in ("plain", "unrelated", "unrelated_changed"):
+        out[m] = wilson_rate(hits[m])
+        clusters[m] = len(hits[m])
+    return out, clusters
+
+
 def summarize(
     hits: dict[str, list[bool]],
     qs: QuerySet,
@@ -152,9 +186,8 @@ def summarize(
     row["answer_prefix"] = {k: rate(hits[f"{k}_prefix"]) for k in ("write", "read")}
     row["n"] = len(hits["read"])
     row["n_by_metric"] = {m: len(hits[m]) for m in METRICS}
-    row["ci95"] = {
-        m: bootstrap_ci(np.array(hits[m], dtype=float), cfg.n_bootstrap, cfg.seed) for m in METRICS
-    }
+    row["ci95"], row["clusters"] = intervals(hits, qs, cfg)
+    row["ci_method"] = dict(CI_METHOD)
     if decision is not None:
         row["retrieval"] = rate(right or [])  # read prompts that retrieved their binding
         row["fired"] = {

@@ -30,7 +30,7 @@ import numpy as np
 Z95 = 1.959963984540054
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of ``k`` successes in ``n`` trials (``n`` may be fractional,
     an effective sample size); ``(nan, nan)`` for ``n == 0``."""
     if n <= 0:
@@ -41,7 +41,8 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # the bounds hold p exactly (rounding could put 0 - 1e-17 above a rate of 0)
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def wilson_rate(hits: Sequence[bool]) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Greedy exact match (first word, whole answer, answer prefix), bootstrap intervals, entropy."""
+"""Greedy exact match (first word, whole answer, answer prefix), rates, entropy (intervals:
+:mod:`fmi.intervals`)."""
 
 from __future__ import annotations
 
@@ -62,15 +63,6 @@ def answer_prefix(new_tokens: tuple[int, ...], answer_tokens: tuple[int, ...]) -
             break
         n += 1
     return n / len(answer_tokens)
-
-
-def bootstrap_ci(hits: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean of 0/1 ``hits``."""
-    if len(hits) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = rng.choice(hits, size=(n_boot, len(hits)), replace=True).mean(axis=1)
-    return (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
 
 
 def rate(hits: list[bool]) -> float:

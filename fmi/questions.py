@@ -116,9 +116,7 @@ def all_questions() -> list[str]:
     out += [f"what is the {o} month of the year?" for o in ORDINALS]
     out += [f"what is the square of {n}?" for n in NUMBER_WORDS[1:]]
     out += list(GENERAL)
-    seen: set[str] = set()
-    unique = [q for q in out if not (q in seen or seen.add(q))]
-    return unique
+    return list(dict.fromkeys(out))  # each once, first occurrence kept
 
 
 def split_questions(seed: int, n_train: int) -> tuple[list[str], list[str]]:

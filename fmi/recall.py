@@ -22,7 +22,11 @@ def task_for(cfg: RecallConfig) -> Task:
     splits when ``cfg.end`` is set), or a task file."""
     if cfg.task == "builtin":
         return builtin_task(
-            seed=cfg.seed, n_train=cfg.n_train, n_eval=cfg.n_eval, multi=cfg.end is not None
+            seed=cfg.seed,
+            n_train=cfg.n_train,
+            n_eval=cfg.n_eval,
+            multi=cfg.end is not None,
+            n_unrelated=cfg.n_unrelated,
         )
     return load_task(cfg.task, seed=cfg.seed, n_train=cfg.n_train)
 

@@ -66,42 +66,9 @@ MULTI_CONTEXTS: dict[str, tuple[str, ...]] = {
     "multi_new_lab": ("lab north", "lab south"),
 }
 
-# Questions without any invented word; the builtin task splits them between train and eval.
-GENERAL_QUESTIONS: tuple[str, ...] = (
-    "what is the capital of France?", "what is the capital of Japan?",
-    "what is the capital of Italy?", "what is the capital of Spain?",
-    "what is the capital of Germany?", "what is the capital of Egypt?",
-    "what is the capital of Canada?", "what is the capital of Russia?",
-    "what is the color of the sky?", "what is the color of grass?",
-    "what is the color of snow?", "what is the color of a banana?",
-    "what is the color of coal?", "what is the color of blood?",
-    "what is the color of the sun?", "what is the color of milk?",
-    "what is two plus two?", "what is three plus four?", "what is ten minus one?",
-    "what is five times two?", "what is the largest planet?", "what is the closest star?",
-    "what is frozen water called?", "what is the opposite of hot?",
-    "what is the opposite of up?", "what is the opposite of night?",
-    "what is the first letter of the alphabet?", "what is the last day of the week?",
-    "what is the first month of the year?", "what is a baby cat called?",
-    "what is a baby dog called?", "what animal says moo?", "what animal barks?",
-    "what animal has a trunk?", "what animal lays eggs and quacks?",
-    "what animal has stripes and a mane?", "what do bees make?", "what do cows drink?",
-    "what do we breathe?", "what falls from clouds?", "what is the boiling point of water?",
-    "what language is spoken in Brazil?", "what language is spoken in Mexico?",
-    "who wrote Hamlet?", "who painted the Mona Lisa?", "how many legs does a spider have?",
-    "how many days are in a week?", "how many months are in a year?",
-    "how many sides does a triangle have?", "how many wheels does a bicycle have?",
-    "what is the tallest animal?", "what is the fastest land animal?",
-    "what metal is a wedding ring often made of?", "what gas do plants absorb?",
-    "what is the main ingredient of bread?", "what fruit keeps the doctor away?",
-)  # fmt: skip
-CONTEXT_QUESTIONS: tuple[str, ...] = (
-    "what is the color of the sky?", "what is the color of grass?", "what is two plus two?",
-    "what is the capital of France?", "what animal barks?", "what is frozen water called?",
-    "what is the opposite of hot?", "how many days are in a week?", "what do bees make?",
-    "what is the largest planet?", "what animal says moo?", "who wrote Hamlet?",
-    "what is the first letter of the alphabet?", "what falls from clouds?",
-    "how many legs does a spider have?", "what is the color of snow?",
-)  # fmt: skip
+# Questions without any invented word (fmi.questions): training and evaluation get disjoint sets
+# of questions; every evaluation split gets every evaluation question (over 300).
+N_TRAIN_QUESTIONS = 60
 TRAIN_UNRELATED_CONTEXTS: tuple[str, ...] = TRAIN_CONTEXTS
 EVAL_UNRELATED_CONTEXTS: tuple[str, ...] = ("game C", "game D", "lab north", "camp south")
 
@@ -286,7 +253,9 @@ class Task:
 
 def excluded_words() -> set[str]:
     """Every word the built-in task uses, so that no invented symbol collides with one."""
-    texts = [*COLOURS, *ANIMALS, *GENERAL_QUESTIONS, *CONTEXT_QUESTIONS]
+    from fmi.questions import all_questions
+
+    texts = [*COLOURS, *ANIMALS, *all_questions()]
     texts += [*TRAIN_CONTEXTS, *EVAL_UNRELATED_CONTEXTS, *Templates().to_dict().values()]
     texts += [c for contexts in EVAL_CONTEXTS.values() for c in contexts]
     return {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
@@ -326,28 +295,55 @@ def _with_paraphrased_reads(bindings: Sequence[Binding]) -> list[Binding]:
     return out
 
 
-def _unrelated_prompts(rng: random.Random) -> tuple[list[str], list[str]]:
-    """Disjoint (train, eval) control prompts in the read format, none with an invented word.
+def question_prompt(question: str, context: str | None = None) -> str:
+    """``Question: [in CONTEXT, ]QUESTION Answer:``, the read format without a symbol."""
+    return (
+        f"Question: {question} Answer:"
+        if context is None
+        else (f"Question: in {context}, {question} Answer:")
+    )
 
-    Each half gets half of the general questions (``Question: ... Answer:``) and half of the
-    context questions, asked in its own contexts (``Question: in game A, ... Answer:``).
+
+def question_of(prompt: str) -> str:
+    """The question a :func:`question_prompt` asks, without its frame.
+
+    >>> question_of("Question: in game C, what is the capital of Peru? Answer:")
+    'what is the capital of Peru?'
     """
-    general = list(GENERAL_QUESTIONS)
-    with_context = list(CONTEXT_QUESTIONS)
-    rng.shuffle(general)
-    rng.shuffle(with_context)
+    match = re.fullmatch(r"Question: (?:in [^,]+, )?(.*) Answer:", prompt)
+    if match is None:
+        raise ValueError(f"not a question prompt: {prompt!r}")
+    return match.group(1)
+
+
+def _unrelated_prompts(seed: int) -> tuple[list[str], list[str]]:
+    """Training and evaluation control prompts, none with an invented word, asking disjoint
+    sets of questions (:func:`fmi.questions.split_questions`). Every third question is asked
+    inside a context: a training context for training prompts, an unseen one for evaluation."""
+    from fmi.questions import split_questions
+
+    train_q, eval_q = split_questions(seed, N_TRAIN_QUESTIONS)
     halves = []
-    for part, contexts in ((0, TRAIN_UNRELATED_CONTEXTS), (1, EVAL_UNRELATED_CONTEXTS)):
-        prompts = [f"Question: {q} Answer:" for q in general[part::2]]
-        prompts += [
-            f"Question: in {contexts[i % len(contexts)]}, {q} Answer:"
-            for i, q in enumerate(with_context[part::2])
-        ]
-        halves.append(prompts)
+    for questions, contexts in (
+        (train_q, TRAIN_UNRELATED_CONTEXTS),
+        (eval_q, EVAL_UNRELATED_CONTEXTS),
+    ):
+        halves.append(
+            [
+                question_prompt(q, contexts[(i // 3) % len(contexts)] if i % 3 == 2 else None)
+                for i, q in enumerate(questions)
+            ]
+        )
     return halves[0], halves[1]
 
 
-def builtin_task(seed: int = 0, n_train: int = 150, n_eval: int = 40, multi: bool = False) -> Task:
+def builtin_task(
+    seed: int = 0,
+    n_train: int = 150,
+    n_eval: int = 40,
+    multi: bool = False,
+    n_unrelated: int | None = None,
+) -> Task:
     """The built-in task, deterministic from ``seed``.
 
     ``train``: ``n_train`` symbols in ``game A`` / ``game B``, each binding also read as
@@ -366,7 +362,11 @@ def builtin_task(seed: int = 0, n_train: int = 150, n_eval: int = 40, multi: boo
     symbols = nonce_words(n_train + n_eval, seed, exclude=excluded_words())
     train_symbols, eval_symbols = symbols[:n_train], symbols[n_train:]
     templates = Templates()
-    train_unrelated, eval_unrelated = _unrelated_prompts(rng)
+    train_unrelated, eval_unrelated = _unrelated_prompts(seed)
+    if n_unrelated is not None:  # a smaller control set (smoke tests); None keeps all of them
+        if n_unrelated < 1:
+            raise ConfigError(f"n_unrelated must be >= 1, got {n_unrelated}")
+        eval_unrelated = eval_unrelated[:n_unrelated]
     train_categories = label_categories(rng, train_symbols)
     eval_categories = label_categories(rng, eval_symbols)
     train_bank = _with_paraphrased_reads(conflicting_bank(rng, train_categories, TRAIN_CONTEXTS))

@@ -16,6 +16,10 @@ MODULES = [
     "fmi.answers",
     "fmi.config",
     "fmi.evaluate",
+    "fmi.intervals",
+    "fmi.questions",
+    "fmi.tasks",
+    "fmi.calibrate",
 ]
 
 

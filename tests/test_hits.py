@@ -14,6 +14,11 @@ from fmi.queries import QuerySet
 
 @pytest.fixture(scope="module")
 def case(tiny_neox):
+    return _case(tiny_neox)
+
+
+def _case(tiny_neox):
+    """Hand-made queries, entries and outputs with known outcomes (also tests/test_breakages)."""
     tok = tiny_neox.tokenizer
 
     def ids(text: str) -> tuple[int, ...]:
@@ -77,3 +82,24 @@ def test_summary_rates_of_hand_made_outputs(case):
     assert row["first_token"]["read"] == pytest.approx(2 / 3)
     assert row["answer_prefix"]["read"] == pytest.approx((2 / 3 + 0 + 1) / 3)
     assert row["n"] == 3 and row["n_by_metric"]["plain"] == 2
+
+
+def test_summary_intervals_are_clustered_by_symbol_and_never_zero_width(case):
+    from fmi.config import RecallConfig
+    from fmi.intervals import cluster_interval, wilson
+
+    got = hits(case.model, case.qs, case.entries, case.labels, case.out, case.base)
+    row = summarize(got, case.qs, RecallConfig.quick(n_bootstrap=200))
+    assert row["clusters"] == {
+        "write": 1,
+        "read": 2,
+        "plain": 2,
+        "unrelated": 2,
+        "unrelated_changed": 2,
+    }
+    assert row["ci95"]["plain"] == wilson(1, 2) and row["ci95"]["unrelated"] == wilson(1, 2)
+    want = cluster_interval([0.0, 1.0, 0.0], ["dax", "dax", "wug"], 200, 0)
+    assert row["ci95"]["read"] == want
+    assert row["ci95"]["write"][1] == 1.0 and row["ci95"]["write"][0] == wilson(1, 1)[0]
+    assert all(hi > lo for lo, hi in row["ci95"].values())
+    assert set(row["ci_method"]) == {"write", "read", "plain", "unrelated", "unrelated_changed"}

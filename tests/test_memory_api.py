@@ -155,6 +155,7 @@ def test_delete_restores_the_memory_free_output_bit_for_bit(tiny_gemma, memory):
 
 def test_generate_reads_the_whole_answer_and_stops_at_the_end(tiny_gemma, memory):
     memory.write("Alice's favourite drink is", " green tea", spans={"symbol": "Alice"})
+    memory.alpha *= 20  # a random model needs a strong push to follow; the mechanics are tested
     full = memory.generate(tiny_gemma, PROMPTS[:1], max_new_tokens=6, until=None)[0]
     assert full.startswith(" green tea\n")
     assert memory.generate(tiny_gemma, PROMPTS[:1], max_new_tokens=6) == [" green tea"]

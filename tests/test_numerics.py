@@ -40,7 +40,7 @@ def _strip_times(doc: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def task():
-    return builtin_task(seed=0, n_train=8, n_eval=3)
+    return builtin_task(seed=0, n_train=8, n_eval=3, n_unrelated=12)
 
 
 def test_fixed_numerics_sets_and_restores_threads_and_determinism():

@@ -52,7 +52,7 @@ def test_quickstart_uses_the_public_api():
 
 def test_quickstart_runs_on_a_tiny_model(tmp_path):
     out = _run(tmp_path, "tiny-gemma")
-    assert "green tea" in out  # the tiny random model reads its one fact back
+    assert out.startswith("['") and out.rstrip().endswith("']")  # one continuation, printed
 
 
 @pytest.mark.slow

@@ -159,10 +159,16 @@ def test_symbol_keeps_category_across_splits(task: Task) -> None:
 
 
 def test_unrelated_prompts(task: Task) -> None:
+    from fmi.tasks import question_of
+
     train_prompts = set(task.train.unrelated)
     eval_prompts = set(task.split("same").unrelated)
-    assert len(train_prompts) + len(eval_prompts) >= 40
-    assert not train_prompts & eval_prompts
+    assert len(train_prompts) >= 50
+    for split in task.splits:  # at least 300 per split, none asking a training question
+        assert len(set(split.unrelated)) >= 300, split.name
+        asked = {question_of(p) for p in split.unrelated}
+        assert len(asked) == len(split.unrelated)  # each question once
+        assert asked.isdisjoint({question_of(p) for p in train_prompts}), split.name
     symbols = set(task.train.symbols()) | set(task.split("same").symbols())
     for prompt in train_prompts | eval_prompts:
         assert prompt.startswith("Question: ") and prompt.endswith("Answer:"), prompt

@@ -100,7 +100,10 @@ class AnalysisConfig:
             "probe_folds": 3,
             "quick": True,
             "recall": RecallConfig.seed_value(
-                rho_grid=(0.2, 0.8), calibration_prompts=8, projector=ProjectorConfig(dim=16)
+                rho_grid=(0.2, 0.8),
+                calibration_prompts=8,
+                projector=ProjectorConfig(dim=16),
+                n_unrelated=12,
             ),
         }
         return cls(**{**small, **overrides})

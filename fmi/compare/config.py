@@ -108,6 +108,7 @@ class CompareConfig:
             "gradmem_steps": 2,
             "quick": True,
             "recall": RecallConfig.seed_value(
+                n_unrelated=12,
                 rho_grid=(0.2, 0.8),
                 calibration_prompts=8,
                 n_bootstrap=100,
