@@ -57,6 +57,8 @@ def _recall(args: argparse.Namespace) -> int:
     task = task_for(cfg)
     for name in cfg.splits:
         task.split(name)  # an unknown split fails before the model loads
+    if args.seeds is not None:
+        return _recall_seeds(args, cfg)
     model = load_model(args.model, seed=args.seed)
     doc = run_recall(model, task, cfg, progress=not args.quiet)
     print(
@@ -65,6 +67,29 @@ def _recall(args: argparse.Namespace) -> int:
         f"{doc['header']['wall_seconds']} s"
     )
     print(recall_table(doc))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _recall_seeds(args: argparse.Namespace, cfg) -> int:
+    from fmi.models import load_model
+    from fmi.seeds import parse_seeds, run_seeds, seeds_table
+    from fmi.table import recall_table
+
+    seeds = parse_seeds(args.seeds)
+    model = load_model(args.model, seed=seeds[0])
+    doc = run_seeds(model, cfg, seeds, progress=not args.quiet)
+    for seed, one in doc["per_seed"].items():
+        print(
+            f"model {one['model']} | task {one['task']} | seed {seed} | "
+            f"alpha {one['fitted']['alpha']:.3g} (rho {one['fitted']['rho']}) | "
+            f"refine steps {one['fitted']['refine_steps']} | {one['header']['wall_seconds']} s"
+        )
+        print(recall_table(one))
+    print(seeds_table(doc))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
@@ -202,6 +227,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
     r.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--seeds",
+        help="comma-separated seeds (e.g. 101,102,103): one run per seed, then the mean and "
+        "range over seeds (overrides --seed)",
+    )
     r.add_argument(
         "--n-train", type=int, default=defaults.n_train, help="training symbols (builtin task)"
     )

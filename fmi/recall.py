@@ -13,6 +13,7 @@ from fmi.evaluate import evaluate_split
 from fmi.labels import check_labels
 from fmi.numerics import fixed_numerics
 from fmi.provenance import header
+from fmi.retrieval import shown_name
 from fmi.taskfile import load_task
 from fmi.tasks import Task, builtin_task
 
@@ -54,7 +55,7 @@ def _run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool) -> dict
     for split in splits:
         splits.set_postfix_str(split.name)
         for mode, row in evaluate_split(model, split, fitted, cfg, cfg.modes).items():
-            results.setdefault(mode, {})[split.name] = row
+            results.setdefault(shown_name(mode), {})[split.name] = row
     return {
         "model": model.name,
         "task": task.name,

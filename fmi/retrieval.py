@@ -24,6 +24,19 @@ from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE, FastMemory
 from fmi.search import search_top1
 
 MODES = ("both_top1", "context_gate", "raw_both_top1", "average", "dual_key", "dual_key_learned")
+# Modes that read information a real memory does not have (the prompt's gold context): every
+# table, JSON key and summary names them with " (oracle)", and no finding reports them as the
+# memory's result.
+ORACLE_MODES = frozenset({"context_gate"})
+
+
+def shown_name(mode: str) -> str:
+    """``mode`` as tables and result documents name it: oracles carry ``" (oracle)"``.
+
+    >>> shown_name("context_gate"), shown_name("dual_key")
+    ('context_gate (oracle)', 'dual_key')
+    """
+    return f"{mode} (oracle)" if mode in ORACLE_MODES else mode
 
 
 def check_modes(modes: list[str]) -> list[str]:

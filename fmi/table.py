@@ -11,7 +11,8 @@ def recall_table(doc: dict) -> str:
     modes = list(doc["results"])
     splits = list(doc["results"][modes[0]])
     lines = []
-    head = f"{'mode':<18}" + "".join(f"{SHORT.get(c, c):>10}" for c in COLUMNS) + f"{'n':>6}"
+    width = max(18, *(len(m) + 1 for m in modes))
+    head = f"{'mode':<{width}}" + "".join(f"{SHORT.get(c, c):>10}" for c in COLUMNS) + f"{'n':>6}"
     for split in splits:
         lines += [f"[{split}]", head]
         for mode in modes:
@@ -20,6 +21,6 @@ def recall_table(doc: dict) -> str:
                 f"{row[c]:>10.3f}" if isinstance(row.get(c), float) else f"{'-':>10}"
                 for c in COLUMNS
             )
-            lines.append(f"{mode:<18}{cells}{row['n']:>6}")
+            lines.append(f"{mode:<{width}}{cells}{row['n']:>6}")
         lines.append("")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import torch
 
 from fmi.calibrate import fit, write_memory
 from fmi.config import RecallConfig
+from fmi.retrieval import shown_name
 from fmi.errors import ConfigError, MemoryMismatchError
 from fmi.memory import FastMemory
 from fmi.models import parameter_checksum
@@ -48,7 +49,8 @@ def test_recall_is_deterministic_and_leaves_weights_bit_identical(tiny_neox, tas
     second = run_recall(tiny_neox, task, _cfg(), progress=False)
     assert parameter_checksum(tiny_neox) == before
     assert json.dumps(_strip_times(first)) == json.dumps(_strip_times(second))
-    assert set(first["results"]) == {"none", *RecallConfig().modes}
+    assert set(first["results"]) == {"none", *map(shown_name, RecallConfig().modes)}
+    assert "context_gate (oracle)" in first["results"]
     row = first["results"]["both_top1"]["same"]
     assert len(row["read_misses"]) <= 5
     assert all({"prompt", "label", "output"} == set(m) for m in row["read_misses"])

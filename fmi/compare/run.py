@@ -25,7 +25,7 @@ from fmi.models import LoadedModel, load_model
 from fmi.provenance import header
 from fmi.recall import task_for
 from fmi.report import Report, write_report
-from fmi.retrieval import Decision
+from fmi.retrieval import Decision, shown_name
 
 
 class Stopwatch:
@@ -51,7 +51,9 @@ def memory_rows(
     decisions, outputs = mode_outputs(model, run, cfg.recall, modes)
     shown = {m: decisions[m] for m in MEMORY_MODES}
     summaries = mode_summaries(model, run, cfg.recall, shown, outputs)
-    rows = [Row(f"fast memory: {m}", "fast memory", summaries[m], write_cost) for m in shown]
+    rows = [
+        Row(f"fast memory: {shown_name(m)}", "fast memory", summaries[m], write_cost) for m in shown
+    ]
     return rows, (decisions["dual_key"], outputs["dual_key"])
 
 
