@@ -9,12 +9,12 @@ import torch
 
 from fmi.calibrate import fit, write_memory
 from fmi.config import RecallConfig
-from fmi.retrieval import shown_name
 from fmi.errors import ConfigError, MemoryMismatchError
 from fmi.memory import FastMemory
 from fmi.models import parameter_checksum
 from fmi.projectors import ProjectorConfig
 from fmi.recall import run_recall
+from fmi.retrieval import shown_name
 from fmi.tasks import builtin_task
 
 SMALL = dict(
