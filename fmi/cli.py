@@ -40,7 +40,7 @@ def _recall(args: argparse.Namespace) -> int:
     from fmi.models import load_model
     from fmi.recall import run_recall, task_for
     from fmi.retrieval import check_modes
-    from fmi.table import recall_table
+    from fmi.table import recall_report
 
     modes = tuple(check_modes([m.strip() for m in args.modes.split(",") if m.strip()]))
     cfg = RecallConfig(
@@ -61,12 +61,7 @@ def _recall(args: argparse.Namespace) -> int:
         return _recall_seeds(args, cfg)
     model = load_model(args.model, seed=args.seed)
     doc = run_recall(model, task, cfg, progress=not args.quiet)
-    print(
-        f"model {doc['model']} | task {doc['task']} | seed {args.seed} | "
-        f"alpha {doc['fitted']['alpha']:.3g} (rho {doc['fitted']['rho']}) | "
-        f"{doc['header']['wall_seconds']} s"
-    )
-    print(recall_table(doc))
+    print(recall_report(doc))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
@@ -76,20 +71,12 @@ def _recall(args: argparse.Namespace) -> int:
 
 def _recall_seeds(args: argparse.Namespace, cfg) -> int:
     from fmi.models import load_model
-    from fmi.seeds import parse_seeds, run_seeds, seeds_table
-    from fmi.table import recall_table
+    from fmi.seeds import parse_seeds, run_seeds, seeds_report
 
     seeds = parse_seeds(args.seeds)
     model = load_model(args.model, seed=seeds[0])
     doc = run_seeds(model, cfg, seeds, progress=not args.quiet)
-    for seed, one in doc["per_seed"].items():
-        print(
-            f"model {one['model']} | task {one['task']} | seed {seed} | "
-            f"alpha {one['fitted']['alpha']:.3g} (rho {one['fitted']['rho']}) | "
-            f"refine steps {one['fitted']['refine_steps']} | {one['header']['wall_seconds']} s"
-        )
-        print(recall_table(one))
-    print(seeds_table(doc))
+    print(seeds_report(doc))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")

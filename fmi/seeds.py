@@ -68,6 +68,14 @@ def run_seeds(model, cfg: RecallConfig, seeds: tuple[int, ...], *, progress: boo
     }
 
 
+def seeds_report(doc: dict) -> str:
+    """What ``fmi recall --seeds`` prints: each seed's header and tables, then the summary."""
+    from fmi.table import recall_report
+
+    parts = [recall_report(one) for one in doc["per_seed"].values()]
+    return "\n\n".join([*parts, seeds_table(doc).rstrip("\n")])
+
+
 def seeds_table(doc: dict, metrics=("read", "plain", "unrelated_changed", "retrieval")) -> str:
     """One block per split, one row per mode: each metric's mean over seeds and its range."""
     summary = doc["summary"]

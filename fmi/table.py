@@ -6,6 +6,21 @@ COLUMNS = ("write", "read", "plain", "unrelated", "unrelated_changed", "retrieva
 SHORT = {"unrelated_changed": "unrel_chg", "retrieval": "retr"}
 
 
+def recall_header(doc: dict) -> str:
+    """The line above a run's tables: model, task, seed, alpha, refinement steps, wall time."""
+    f = doc["fitted"]
+    return (
+        f"model {doc['model']} | task {doc['task']} | seed {doc['config']['seed']} | "
+        f"alpha {f['alpha']:.3g} (rho {f['rho']}) | refine steps {f.get('refine_steps', 1)} | "
+        f"{doc['header']['wall_seconds']} s"
+    )
+
+
+def recall_report(doc: dict) -> str:
+    """:func:`recall_header` and :func:`recall_table`: what ``fmi recall`` prints for one run."""
+    return recall_header(doc) + "\n" + recall_table(doc).rstrip("\n")
+
+
 def recall_table(doc: dict) -> str:
     """One block per split, one row per mode; ``-`` where a figure does not apply."""
     modes = list(doc["results"])

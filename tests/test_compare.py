@@ -11,7 +11,7 @@ import torch
 
 from fmi.calibrate import fit
 from fmi.cli import main
-from fmi.compare import codebook, entropy_gate, gradmem, in_context, iterated, rows, steering
+from fmi.compare import entropy_gate, grace, gradmem, in_context, iterated, rows, steering
 from fmi.compare.config import CompareConfig
 from fmi.compare.run import memory_rows, run_compare
 from fmi.errors import ConfigError
@@ -125,38 +125,66 @@ def test_in_context_prompts_hold_the_right_statements(prepared):
         assert right[q].endswith("\n" + run.qs.texts[q]) and " means " in right[q]
 
 
-# --- epsilon-codebook ---------------------------------------------------------------------------
+# --- GRACE -------------------------------------------------------------------------------------
 
 
-def test_codebook_abstains_beyond_epsilon(prepared):
-    _, _, _, run = prepared
-    distance, idx = codebook.nearest(run)
-    best, want = run.scores.raw.max(dim=1)
-    torch.testing.assert_close(distance, 1 - best)
-    assert torch.equal(idx, want)
-    assert not codebook.within(distance, float(distance.min()) - 1e-6).any()
-    assert codebook.within(distance, float(distance.max())).all()
-    eps = float(distance.median())
-    assert torch.equal(codebook.within(distance, eps), distance <= eps)
+def test_grace_codebook_adds_expands_and_splits_by_the_published_rules():
+    keys = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.5, 0.0], [1.5, 0.0], [10.0, 3.0]])
+    labels = [7, 8, 7, 9, 8]
+    book = grace.build(keys, labels, eps_init=1.0)
+    # edit 0: first code; edit 1: far (10 > 1 + 1): new code; edit 2: 0.5 from code 0, same
+    # label: expand to 1.0 (max(1.0, 0.5)); edit 3: 1.5 from code 0 (<= 1 + 1), other label:
+    # split, both radii 0.75; edit 4: 3 from code 1 (> 1 + 1): new code
+    assert book.labels == [7, 8, 9, 8] and book.owner == [0, 1, 3, 4]
+    assert book.code_of == [0, 1, 0, 2, 3]
+    assert book.radii.tolist() == [0.75, 1.0, 0.75, 1.0]
+    code, on = book.lookup(torch.tensor([[0.2, 0.0], [1.4, 0.0], [5.0, 0.0], [10.0, 0.9]]))
+    assert code.tolist() == [0, 2, 2, 1] and on.tolist() == [True, True, False, True]
 
 
-def test_codebook_curve_spans_off_to_on(tiny_gemma, prepared):
-    cfg, _, fitted, run = prepared
-    cost = rows.Cost(1, 0, 0.0)
-    got, curve = codebook.codebook_rows(
-        tiny_gemma, run, cfg.recall, fitted.thresholds["raw_both_top1"], 4, cost
-    )
-    eps = [p["epsilon"] for p in curve["curve"]]
-    assert eps == sorted(eps)
-    distance = codebook.nearest(run)[0]
-    for point in curve["curve"]:  # each point fires exactly where the nearest key is within eps
-        for kind in ("read", "plain", "unrelated"):
-            rows_ = run.qs.index(kind)
-            want = float((distance[rows_] <= point["epsilon"]).float().mean())
-            assert point["fired"][kind] == pytest.approx(want), (kind, point["epsilon"])
-    last = curve["curve"][-1]
-    assert last["fired"]["read"] == 1.0 and last["fired"]["unrelated"] == 1.0
-    assert got[0].detail["epsilon"] == pytest.approx(1 - fitted.thresholds["raw_both_top1"])
+def test_grace_replaces_the_last_position_on_the_prompt_pass_only():
+    value = torch.full((2, 3), 7.0)
+    hook = grace.replace_last(value, torch.tensor([True, False]))
+    act = torch.zeros(2, 4, 3)
+    out = hook(act, None)
+    assert torch.equal(out[0, -1], value[0]) and torch.equal(out[0, :-1], act[0, :-1])
+    assert torch.equal(out[1], act[1])
+    step = torch.zeros(2, 1, 3)
+    assert hook(step, None) is step  # a cached step after the prompt is left alone
+
+
+def test_grace_trained_values_lower_the_edit_loss_and_leave_weights_alone(tiny_gemma, prepared):
+    _, task, _, run = prepared
+    site = "blocks.0.hook_resid_post"
+    texts, keys, targets = grace.edit_keys(tiny_gemma, task.split("same"), site, 8)
+    targets = torch.tensor(targets[:4])
+    before = _weights_digest(tiny_gemma.bridge)
+    values = grace.train_values(tiny_gemma, texts[:4], targets, site, 5, 1.0, 4)
+    assert _weights_digest(tiny_gemma.bridge) == before and _no_hooks(tiny_gemma.bridge)
+
+    def loss(v):
+        enc = encode(tiny_gemma.tokenizer, texts[:4])
+        on = torch.ones(4, dtype=torch.bool)
+        with (
+            torch.inference_mode(),
+            tiny_gemma.bridge.hooks(fwd_hooks=[(site, grace.replace_last(v, on))]),
+        ):
+            logits = tiny_gemma.bridge(enc.tokens, attention_mask=enc.mask)
+        return torch.nn.functional.cross_entropy(logits[:, -1].float(), targets)
+
+    assert float(loss(values)) < float(loss(keys[:4]))  # keys are the untouched states
+
+
+def test_grace_rows_fire_where_the_codebook_does(tiny_gemma, prepared):
+    cfg, task, fitted, run = prepared
+    got, curve = grace.grace_rows(tiny_gemma, task.train, run, fitted, cfg.recall, cfg)
+    assert [r.method for r in got] == ["GRACE (trained values)", "GRACE (correction values)"]
+    detail = got[0].detail
+    assert detail["eps_init"] == curve["chosen"] and "configurations" in detail["tuning_budget"]
+    assert len(curve["curve"]) == len(cfg.grace_eps_grid)
+    assert curve["chosen"] in [p["eps_init"] for p in curve["curve"]]
+    assert got[0].summary["fired"] == got[1].summary["fired"]  # one codebook, two values
+    assert _no_hooks(tiny_gemma.bridge)
 
 
 # --- iterated value -----------------------------------------------------------------------------
@@ -308,7 +336,8 @@ def test_run_compare_writes_report_and_json(fixture, request, tmp_path):
     for key in ("model", "config", "versions", "git", "sites", "seeds"):
         assert key in saved["header"]
     html = path.read_text()
-    assert "epsilon-codebook trade-off" in html and "refinement steps" in html
+    assert "GRACE" in html and "refinement steps" in html
+    assert any(r["method"] == "GRACE (trained values)" for r in saved["splits"]["same"]["rows"])
     assert "src='http" not in html and 'src="http' not in html
     assert _no_hooks(model.bridge)
     assert doc["splits"]["same"]["rows"][0]["method"] == "no memory"

@@ -25,11 +25,13 @@ class CompareConfig:
       norm's output is always added); ``steering_alphas`` scale a unit steering vector to a
       fraction of the median residual norm at that site and the answer position;
       ``sweep_prompts`` training read prompts score each (site, alpha).
-    - ``epsilon_points``: points on the codebook's read vs unrelated curve.
     - ``refine_steps``: closed-form refinement steps of the value reported (1 is the seed value).
     - ``gradmem_steps``/``gradmem_depth``/``gradmem_lr``: backprop-written vectors at the residual
       site at that fraction of depth, normalized-gradient steps of ``lr`` times the residual norm.
     - ``entropy_keep``: the entropy gate's threshold lets this fraction of training prompts fire.
+    - ``grace_*``: GRACE's layer (fraction of depth), the initial radii tried on
+      ``grace_tune_symbols`` training symbols (in units of the median key distance), and its
+      value training (Adam steps, learning rate).
     """
 
     model: str = "auto"
@@ -42,12 +44,16 @@ class CompareConfig:
     steering_layers: int = 6
     steering_alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     sweep_prompts: int = 24
-    epsilon_points: int = 21
     refine_steps: tuple[int, ...] = (1, 2, 5, 10)
     gradmem_steps: int = 5
     gradmem_depth: float = 0.66
     gradmem_lr: float = 0.15
     entropy_keep: float = 0.99
+    grace_depth: float = 0.5
+    grace_eps_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
+    grace_tune_symbols: int = 24
+    grace_steps: int = 20
+    grace_lr: float = 1.0
     quick: bool = False
     recall: RecallConfig = field(default_factory=RecallConfig.seed_value)
 
@@ -65,8 +71,6 @@ class CompareConfig:
         )
         if not self.splits:
             raise ConfigError("splits must name at least one split")
-        if self.epsilon_points < 2:
-            raise ConfigError(f"epsilon_points must be >= 2, got {self.epsilon_points}")
         if not self.steering_alphas or min(self.steering_alphas) <= 0:
             raise ConfigError(f"steering_alphas must be positive, got {self.steering_alphas}")
         if not self.refine_steps or min(self.refine_steps) < 1:
@@ -77,6 +81,13 @@ class CompareConfig:
             raise ConfigError(f"gradmem_depth must be in [0, 1], got {self.gradmem_depth}")
         if self.gradmem_lr <= 0:
             raise ConfigError(f"gradmem_lr must be positive, got {self.gradmem_lr}")
+        if not self.grace_eps_grid or min(self.grace_eps_grid) <= 0:
+            raise ConfigError(f"grace_eps_grid must be positive, got {self.grace_eps_grid}")
+        if not 0.0 <= self.grace_depth <= 1.0:
+            raise ConfigError(f"grace_depth must be in [0, 1], got {self.grace_depth}")
+        require_at_least(self, ("grace_steps", "grace_tune_symbols"))
+        if self.grace_lr <= 0:
+            raise ConfigError(f"grace_lr must be positive, got {self.grace_lr}")
         if not 0.0 < self.entropy_keep <= 1.0:
             raise ConfigError(f"entropy_keep must be in (0, 1], got {self.entropy_keep}")
         object.__setattr__(
@@ -103,9 +114,11 @@ class CompareConfig:
             "steering_layers": 2,
             "steering_alphas": (0.5, 2.0),
             "sweep_prompts": 6,
-            "epsilon_points": 5,
             "refine_steps": (1, 2, 3),
             "gradmem_steps": 2,
+            "grace_eps_grid": (0.2, 1.0),
+            "grace_tune_symbols": 4,
+            "grace_steps": 2,
             "quick": True,
             "recall": RecallConfig.seed_value(
                 n_unrelated=12,

@@ -103,18 +103,19 @@ def _epsilon(name: str, curve: dict) -> Panel:
         y=[chosen["read"]],
         mode="markers",
         marker={"size": 14, "symbol": "star"},
-        name=f"chosen on training data (eps {curve['chosen']:.3f})",
+        name=f"chosen (eps_init {curve['chosen']:.3f})",
     )
     fig.update_layout(
         xaxis={"title": "false activation rate", "range": [-0.02, 1.02]},
         yaxis={"title": "read exact match", "range": [-0.02, 1.02]},
         height=460,
-        title=f"epsilon-codebook trade-off, split {name}",
+        title=f"GRACE's initial radius on training data (tuning for split {name})",
     )
     return Panel(
         fig,
-        "The codebook's deferral radius swept over the quantiles of the query distances: each "
-        "point is one epsilon (hover for it). The star is the radius chosen on training data.",
+        "GRACE's initial deferral radius eps_init, tried on training symbols with the memory's "
+        "correction values: each point is one radius (hover for it). The star is the radius "
+        "used on the evaluation split.",
     )
 
 
@@ -193,7 +194,7 @@ def _entropy(name: str, ent: dict, rows: list[dict]) -> Panel:
 def panels(results: dict[str, dict]) -> list[Panel]:
     out = []
     for name, r in results.items():
-        out += [_table(name, r["rows"]), _bars(name, r["rows"]), _epsilon(name, r["codebook"])]
+        out += [_table(name, r["rows"]), _bars(name, r["rows"]), _epsilon(name, r["grace"])]
         out += [_steps(name, r["rows"]), _sweeps(name, r["steering_sweeps"])]
         out.append(_entropy(name, r["entropy"], r["rows"]))
     return out

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fmi.calibrate import Fitted, fit
-from fmi.compare import codebook, entropy_gate, figures, gradmem, in_context, iterated, steering
+from fmi.compare import entropy_gate, figures, grace, gradmem, in_context, iterated, steering
 from fmi.compare.config import MEMORY_MODES, CompareConfig
 from fmi.compare.rows import Cost, Row
 from fmi.evaluate import Outputs, SplitRun, mode_outputs, mode_summaries, prepare_split, summarize
@@ -89,10 +89,8 @@ def compare_split(
         "steering", lambda: steering.steering_rows(model, train_split, run, rc, cfg, progress)
     )
     rows += steer_rows
-    threshold = fitted.thresholds["raw_both_top1"]
     code_rows, curve = timed(
-        "codebook",
-        lambda: codebook.codebook_rows(model, run, rc, threshold, cfg.epsilon_points, write_cost),
+        "GRACE", lambda: grace.grace_rows(model, train_split, run, fitted, rc, cfg)
     )
     rows += code_rows
     mem_rows, (dual, dual_out) = timed(
@@ -108,7 +106,7 @@ def compare_split(
     rows += mem_rows
     return {
         "rows": [r.to_dict() for r in rows],
-        "codebook": curve,
+        "grace": curve,
         "steering_sweeps": sweeps,
         "gradmem": grad,
         "entropy": entropy_gate.entropy_data(run, taus),
