@@ -125,6 +125,20 @@ def test_in_context_prompts_hold_the_right_statements(prepared):
         assert right[q].endswith("\n" + run.qs.texts[q]) and " means " in right[q]
 
 
+def test_few_shot_prompts_are_training_examples_then_both_statements(prepared):
+    _, task, _, run = prepared
+    few = in_context.context_prompts(run, "few-shot", task.train)
+    both = in_context.context_prompts(run, "both")
+    head = in_context.shots(task.train)
+    assert all(f == head + b for f, b in zip(few, both, strict=True))
+    train_symbols = {b.symbol for b in task.train.bindings}
+    shown = [w for w in train_symbols if w in head]
+    assert len(shown) == in_context.SHOTS and head.count("Answer:") == in_context.SHOTS
+    assert not {e.symbol for e in run.entries} & set(shown)  # no evaluation symbol in the shots
+    with pytest.raises(ValueError, match="training split"):
+        in_context.context_prompts(run, "few-shot")
+
+
 # --- GRACE -------------------------------------------------------------------------------------
 
 

@@ -83,7 +83,9 @@ def compare_split(
     ]
     rows += timed(
         "in-context",
-        lambda: [in_context.in_context_row(model, run, rc, v) for v in in_context.VARIANTS],
+        lambda: [
+            in_context.in_context_row(model, run, rc, v, train_split) for v in in_context.VARIANTS
+        ],
     )
     steer_rows, sweeps = timed(
         "steering", lambda: steering.steering_rows(model, train_split, run, rc, cfg, progress)
