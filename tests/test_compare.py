@@ -391,3 +391,19 @@ def test_cli_compare_on_a_task_file_uses_its_split(tmp_path, capsys):
     args = ["compare", "--quick", "--quiet", "--task", str(example), "--out", str(tmp_path)]
     assert main(args) == 0
     assert "| split file |" in capsys.readouterr().out
+
+
+def test_gradmem_tuning_sweeps_its_budget_and_picks_the_best(tiny_gemma, prepared):
+    cfg, task, _, _ = prepared
+    best, curve = gradmem.tune(tiny_gemma, task.train, cfg.recall, cfg)
+    n = len(cfg.gradmem_depths) * len(cfg.gradmem_lrs) * cfg.gradmem_steps
+    assert len(curve) == n
+    assert {(p["depth"], p["lr"], p["steps"]) for p in curve} == {
+        (d, lr, k)
+        for d in cfg.gradmem_depths
+        for lr in cfg.gradmem_lrs
+        for k in range(1, cfg.gradmem_steps + 1)
+    }
+    top = max(p["read"] for p in curve)
+    assert best["read"] == top
+    assert best["steps"] == min(p["steps"] for p in curve if p["read"] == top)

@@ -27,7 +27,9 @@ class CompareConfig:
       ``sweep_prompts`` training read prompts score each (site, alpha).
     - ``refine_steps``: closed-form refinement steps of the value reported (1 is the seed value).
     - ``gradmem_steps``/``gradmem_depth``/``gradmem_lr``: backprop-written vectors at the residual
-      site at that fraction of depth, normalized-gradient steps of ``lr`` times the residual norm.
+      site at that fraction of depth, normalized-gradient steps of ``lr`` times the residual norm;
+      ``gradmem_depths`` x ``gradmem_lrs`` x 1..``gradmem_steps`` is the tuning sweep on
+      ``gradmem_tune_symbols`` training symbols (the fixed pair is used without a training split).
     - ``entropy_keep``: the entropy gate's threshold lets this fraction of training prompts fire.
     - ``grace_*``: GRACE's layer (fraction of depth), the initial radii tried on
       ``grace_tune_symbols`` training symbols (in units of the median key distance), and its
@@ -48,6 +50,9 @@ class CompareConfig:
     gradmem_steps: int = 5
     gradmem_depth: float = 0.66
     gradmem_lr: float = 0.15
+    gradmem_depths: tuple[float, ...] = (0.33, 0.66, 0.9)
+    gradmem_lrs: tuple[float, ...] = (0.05, 0.15, 0.5)
+    gradmem_tune_symbols: int = 12
     entropy_keep: float = 0.99
     grace_depth: float = 0.5
     grace_eps_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
@@ -116,6 +121,9 @@ class CompareConfig:
             "sweep_prompts": 6,
             "refine_steps": (1, 2, 3),
             "gradmem_steps": 2,
+            "gradmem_depths": (0.5,),
+            "gradmem_lrs": (0.15, 0.5),
+            "gradmem_tune_symbols": 3,
             "grace_eps_grid": (0.2, 1.0),
             "grace_tune_symbols": 4,
             "grace_steps": 2,

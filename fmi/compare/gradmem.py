@@ -1,18 +1,21 @@
 """Gradient-written memory (GradMem-style): a vector optimised by backprop through the frozen
 model at the write prompt, stored and injected at the same site when the binding is read.
 
-Per binding, ``delta`` starts at zero at a residual site (``blocks.{L}.hook_resid_post``, answer
-position) and takes ``k <= 5`` normalized gradient steps on the write prompt's cross-entropy of
-the label, each of length ``lr`` times that prompt's residual norm there. Gradients flow through
-every block above ``L`` and the unembedding into ``delta`` alone: the model's parameters are
-frozen and never receive a gradient (tests check they stay bit-identical). Reads use the
-memory's ``dual_key`` retrieval and inject the retrieved binding's ``delta``.
+The site and the step size are tuned on training symbols (:func:`tune`, a site x step size x
+steps sweep with oracle retrieval, like steering's). Per binding, ``delta`` starts at zero at a
+residual site (``blocks.{L}.hook_resid_post``, answer position) and takes ``k <= 5``
+normalized gradient steps on the write prompt's cross-entropy of the label, each of length
+``lr`` times that prompt's residual norm there. Gradients flow through every block above ``L``
+and the unembedding into ``delta`` alone: the model's parameters are frozen and never receive a
+gradient (tests check they stay bit-identical). Reads use the memory's ``dual_key`` retrieval
+and inject the retrieved binding's ``delta``.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -21,6 +24,7 @@ from fmi.compare.rows import Cost, Row, inject, score
 from fmi.config import RecallConfig
 from fmi.evaluate import SplitRun
 from fmi.forward import answer_only
+from fmi.generate import greedy
 from fmi.hooks import add_at_positions
 from fmi.prompts import encode
 from fmi.retrieval import Decision
@@ -81,17 +85,66 @@ def optimise(
     return {k: torch.cat(v) for k, v in snapshots.items()}, seconds
 
 
+def tune(model, train_split, cfg: RecallConfig, ccfg) -> tuple[dict, list[dict]]:
+    """Site x step size x steps chosen on training data, as steering's sweep is: vectors
+    written for the first ``gradmem_tune_symbols`` training symbols' statements, each read back
+    by its own training question (oracle retrieval), scored by the first greedy token. The best
+    accuracy wins; ties go to fewer steps, then the smaller step, then the earlier site."""
+    from fmi.queries import unique_bindings
+    from fmi.write import label_token
+
+    symbols = list(dict.fromkeys(b.symbol for b in train_split.bindings))
+    keep = set(symbols[: ccfg.gradmem_tune_symbols])
+    entries = [b for b in unique_bindings(train_split.bindings) if b.symbol in keep]
+    t = train_split.templates
+    texts = [write_prompt(t, b)[0] for b in entries]
+    reads = [t.prompt("read", b) for b in entries]
+    targets = torch.tensor([label_token(model.tokenizer, t, b.label) for b in entries])
+    n_layers = int(model.bridge.cfg.n_layers)
+    curve = []
+    for depth in ccfg.gradmem_depths:
+        site = gradmem_site(n_layers, depth)
+        for lr in ccfg.gradmem_lrs:
+            vectors, _ = optimise(
+                model, texts, targets, site, ccfg.gradmem_steps, lr, cfg.batch_size
+            )
+            for k, v in vectors.items():
+                out = greedy(
+                    model, reads, site=site, deltas=v, max_new_tokens=1, batch_size=cfg.batch_size
+                )
+                acc = float(
+                    np.mean([o[0] == y for o, y in zip(out.tokens, targets.tolist(), strict=True)])
+                )
+                curve.append({"depth": depth, "site": site, "lr": lr, "steps": k, "read": acc})
+    best = max(curve, key=lambda p: (p["read"], -p["steps"], -p["lr"], -p["depth"]))
+    return best, curve
+
+
 def gradmem_rows(
-    model, run: SplitRun, cfg: RecallConfig, ccfg, dual: Decision
+    model, run: SplitRun, cfg: RecallConfig, ccfg, dual: Decision, train_split=None
 ) -> tuple[list[Row], dict]:
-    """Rows for 1..``gradmem_steps`` steps, read with ``dual``'s retrieval decisions."""
-    site = gradmem_site(int(model.bridge.cfg.n_layers), ccfg.gradmem_depth)
+    """Rows for 1..``gradmem_steps`` steps at the site and step size tuned on ``train_split``
+    (:func:`tune`; without it, ``gradmem_depth`` and ``gradmem_lr``), read with ``dual``'s
+    retrieval decisions."""
+    began = time.perf_counter()
+    if train_split is not None:
+        best, curve = tune(model, train_split, cfg, ccfg)
+        depth, lr = best["depth"], best["lr"]
+    else:
+        best, curve, depth, lr = {}, [], ccfg.gradmem_depth, ccfg.gradmem_lr
+    tune_s = time.perf_counter() - began
+    budget = (
+        f"{len(curve)} configurations ({len(ccfg.gradmem_depths)} sites x "
+        f"{len(ccfg.gradmem_lrs)} step sizes x {ccfg.gradmem_steps} steps) on "
+        f"{ccfg.gradmem_tune_symbols} training symbols"
+        if curve
+        else "none (fixed site and step size)"
+    )
+    site = gradmem_site(int(model.bridge.cfg.n_layers), depth)
     templates = run.split.templates  # type: ignore[attr-defined]
     texts = [write_prompt(templates, e)[0] for e in run.entries]
     targets = torch.tensor([e.target for e in run.entries])
-    vectors, seconds = optimise(
-        model, texts, targets, site, ccfg.gradmem_steps, ccfg.gradmem_lr, cfg.batch_size
-    )
+    vectors, seconds = optimise(model, texts, targets, site, ccfg.gradmem_steps, lr, cfg.batch_size)
     entry = dual.entry.clamp_min(0)
     rows = []
     for k in sorted(vectors):
@@ -114,7 +167,21 @@ def gradmem_rows(
                 out,
                 cost,
                 active=dual.active,
-                detail={"site": site, "steps": k, "seconds_vs_forward_write": ratio},
+                detail={
+                    "site": site,
+                    "lr": lr,
+                    "steps": k,
+                    "seconds_vs_forward_write": ratio,
+                    "tuning_budget": budget,
+                    "tuned_steps": best.get("steps"),
+                    "tuning_seconds": tune_s,
+                },
             )
         )
-    return rows, {"site": site, "seconds": seconds, "forward_write_seconds": run.write_seconds}
+    return rows, {
+        "site": site,
+        "lr": lr,
+        "seconds": seconds,
+        "forward_write_seconds": run.write_seconds,
+        "tuning": {"best": best, "curve": curve, "budget": budget},
+    }

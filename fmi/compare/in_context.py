@@ -63,9 +63,7 @@ def context_prompts(run: SplitRun, variant: str, train_split=None) -> list[str]:
     return out
 
 
-def in_context_row(
-    model, run: SplitRun, cfg: RecallConfig, variant: str, train_split=None
-) -> Row:
+def in_context_row(model, run: SplitRun, cfg: RecallConfig, variant: str, train_split=None) -> Row:
     """The in-context method's row for ``variant`` (one of :data:`VARIANTS`)."""
     prompts = context_prompts(run, variant, train_split)
     gen = greedy(

@@ -102,7 +102,9 @@ def compare_split(
         "iterated value",
         lambda: iterated.iterated_rows(model, run, rc, list(cfg.refine_steps), dual),
     )
-    grad_rows, grad = timed("GradMem", lambda: gradmem.gradmem_rows(model, run, rc, cfg, dual))
+    grad_rows, grad = timed(
+        "GradMem", lambda: gradmem.gradmem_rows(model, run, rc, cfg, dual, train_split)
+    )
     rows += grad_rows
     rows.append(entropy_gate.gated_row(model, run, rc, taus, dual, dual_out, write_cost))
     rows += mem_rows
