@@ -62,10 +62,7 @@ def _recall(args: argparse.Namespace) -> int:
     model = load_model(args.model, seed=args.seed)
     doc = run_recall(model, task, cfg, progress=not args.quiet)
     print(recall_report(doc))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(args.json, doc)
     return 0
 
 
@@ -77,11 +74,16 @@ def _recall_seeds(args: argparse.Namespace, cfg) -> int:
     model = load_model(args.model, seed=seeds[0])
     doc = run_seeds(model, cfg, seeds, progress=not args.quiet)
     print(seeds_report(doc))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(args.json, doc)
     return 0
+
+
+def _write_json(path: str | None, doc: dict) -> None:
+    """Write ``doc`` to ``path`` (parents made) and say so; nothing without a path."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"wrote {path}")
 
 
 def _analyses(args: argparse.Namespace) -> int:
@@ -113,6 +115,19 @@ def _compare(args: argparse.Namespace) -> int:
         cfg = CompareConfig(
             model=args.model or "auto", task=args.task, seed=args.seed, splits=splits
         )
+    if args.seeds is not None:
+        from fmi.compare.seeds import run_compare_seeds, seeds_markdown
+        from fmi.seeds import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
+        doc = run_compare_seeds(cfg, seeds, args.out, progress=not args.quiet)
+        for seed, one in doc["per_seed"].items():
+            for name, result in one["splits"].items():
+                print(f"model {doc['model']} | seed {seed} | split {name}")
+                print(markdown_table(result["rows"]))
+        print(seeds_markdown(doc))
+        _write_json(args.json, doc)
+        return 0
     doc, path = run_compare(cfg, args.out, json_path=args.json, progress=not args.quiet)
     for name, result in doc["splits"].items():
         print(f"model {doc['model']} | split {name} | {doc['header']['wall_seconds']} s")
@@ -162,9 +177,6 @@ def _capacity(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from fmi.bench import BenchConfig, run_bench, summary_lines
 
     cfg = BenchConfig(model=args.model, seed=args.seed, prompts=args.prompts, repeats=args.repeats)
@@ -172,10 +184,7 @@ def _bench(args: argparse.Namespace) -> int:
         cfg = BenchConfig.quick_config(model=args.model, seed=args.seed)
     doc = run_bench(cfg)
     print("\n".join(summary_lines(doc)))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
-        print(f"wrote {args.json}")
+    _write_json(args.json, doc)
     return 0
 
 
@@ -257,6 +266,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", help="also write the results document here")
     c.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--seeds",
+        help="comma-separated seeds (e.g. 101,102,103): one comparison per seed, then each "
+        "method's mean and range over seeds (overrides --seed)",
+    )
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     k = sub.add_parser("capacity", help="read vs bank size, and LoRA adapters on the same data")
     k.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -75,6 +76,79 @@ def test_capacity_report_has_every_row_and_no_hook_left(capacity_run, tiny_gemma
         assert key in head
     assert all(not hp.fwd_hooks for hp in tiny_gemma.bridge.hook_dict.values())
     assert "cdn" not in path.read_text().lower()
+
+
+def test_lora_rows_carry_their_tuning_and_retention(capacity_run):
+    cfg, doc, _, _ = capacity_run
+    lc = cfg.lora
+    n_cfg = len(lc.lrs) * len(lc.step_grid)
+    for r in doc["lora"]:
+        assert r["lr"] in lc.lrs and r["steps"] in lc.step_grid
+        assert len(r["train_losses"]) == r["steps"]
+        assert r["tuning_budget"].startswith(f"{n_cfg} configurations (2 lrs x 2 step counts")
+        assert f"at N={lc.tune_size} on training bindings" in r["tuning_budget"]
+        tuning = r["tuning"]
+        assert [(p["lr"], p["steps"]) for p in tuning["curve"]] == [
+            (lr, k) for lr in lc.lrs for k in lc.step_grid
+        ]
+        assert tuning["size"] == lc.tune_size and tuning["read_prompts"] == lc.tune_size
+        chosen = {k: v for k, v in tuning["chosen"].items() if k != "within_bound"}
+        assert chosen in tuning["curve"]
+        assert (tuning["chosen"]["lr"], tuning["chosen"]["steps"]) == (r["lr"], r["steps"])
+        ret = r["retention"]
+        assert ret["weight"] == lc.retention_weight and ret["prompts"] == lc.retention_prompts
+        assert len(ret["kl"]) == r["steps"] and ret["kl"][0] == 0.0  # B = 0 before step 1
+    same_rank = [r for r in doc["lora"] if r["rank"] == lc.ranks[0]]
+    assert len({(r["lr"], r["steps"]) for r in same_rank}) == 1  # tuned once, used at every N
+
+
+def test_lora_single_grid_is_not_tuned(tiny_gemma):
+    from fmi.capacity.lora import LoraConfig
+    from fmi.capacity.lora_curve import tuned_settings
+    from fmi.recall import task_for
+
+    lora = LoraConfig(ranks=(1, 2), lrs=(1e-2,), step_grid=(3,), retention_weight=0.0)
+    cfg = CapacityConfig.quick_config(lora=lora)
+    said: list[str] = []
+    retention, settings = tuned_settings(tiny_gemma, task_for(cfg.recall).train, cfg, said.append)
+    assert retention is None and not said
+    for rank in (1, 2):
+        assert settings[rank]["lr"] == 1e-2 and settings[rank]["steps"] == 3
+        assert settings[rank]["tuning"] is None
+        assert settings[rank]["tuning_budget"].startswith("none: 1 configuration")
+
+
+def test_lora_tuning_data_is_training_data_only(tiny_gemma):
+    """Tuning bindings are training symbols (never a capacity word) read by their own training
+    questions; retention and tuning-check prompts are training unrelated prompts, disjoint from
+    each other and, by question, from the evaluation prompts the rows report."""
+    from fmi.capacity.lora_curve import lora_training_data
+    from fmi.questions import split_questions
+    from fmi.recall import task_for
+    from fmi.tasks import N_TRAIN_QUESTIONS, question_of
+
+    cfg = CapacityConfig.quick_config()
+    task = task_for(cfg.recall)
+    model = tiny_gemma
+    retain, held, statements, targets, reads = lora_training_data(model, task.train, cfg.lora)
+    assert len(retain) == cfg.lora.retention_prompts and set(retain).isdisjoint(held)
+    assert sorted(retain + held) == sorted(task.train.unrelated)
+    train_q, eval_q = split_questions(task.seed, N_TRAIN_QUESTIONS)
+    assert {question_of(u) for u in retain + held} <= set(train_q)
+    evaluated = {question_of(u) for u in task.split("same").unrelated}
+    assert evaluated.isdisjoint(question_of(u) for u in retain + held)
+    assert set(eval_q) >= evaluated
+    assert len(statements) == len(reads) == len(targets) == cfg.lora.tune_size
+    said = {s.split(", ")[1].removesuffix(" means") for s in statements}  # In C, WORD means
+    asked = {r.split("what is ")[1].removesuffix("? Answer:") for r in reads}
+    assert said == asked and len(said) == cfg.lora.tune_size // 2
+    assert said <= {b.symbol for b in task.train.bindings}
+    assert said.isdisjoint(b.symbol for b in capacity_bindings(max(cfg.sizes), cfg.seed, 18))
+    bigger = replace(cfg.lora, retention_prompts=len(task.train.unrelated))
+    with pytest.raises(ConfigError, match="retention_prompts"):
+        lora_training_data(model, task.train, bigger)
+    with pytest.raises(ConfigError, match="tune_size"):
+        lora_training_data(model, task.train, replace(cfg.lora, tune_size=1000))
 
 
 def test_search_rows_agree_with_the_score_matrix_at_every_size(capacity_run):

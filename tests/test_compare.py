@@ -344,6 +344,7 @@ def test_run_compare_writes_report_and_json(fixture, request, tmp_path):
         "codebook",
         "iterated value",
         "gradient-written",
+        "gradient-written prefix",
         "entropy gate",
         "fast memory",
     }

@@ -20,6 +20,9 @@ MODULES = [
     "fmi.questions",
     "fmi.tasks",
     "fmi.calibrate",
+    "fmi.compare.entropy_gate",
+    "fmi.compare.seeds",
+    "fmi.compare.soft_prefix",
 ]
 
 

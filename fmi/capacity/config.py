@@ -21,7 +21,9 @@ class CapacityConfig:
     - ``read_queries`` / ``plain_queries``: at most this many read prompts (bindings) and
       contextless prompts (words) are sampled per size from that size's bank.
     - ``lora_sizes``: the sizes (among ``sizes``) the LoRA probe trains on, each rank of
-      ``lora.ranks``; empty skips the probe.
+      ``lora.ranks``; empty skips the probe. Its learning rate and steps are tuned per rank on
+      ``lora.tune_size`` training bindings (``lora.lrs`` x ``lora.step_grid``), with a retention
+      KL on training unrelated prompts (:class:`fmi.capacity.lora.LoraConfig`).
     The memory itself is fitted exactly as ``fmi recall --seed-value`` fits it (``recall``:
     one-token bindings, the seed value).
     """
@@ -68,7 +70,14 @@ class CapacityConfig:
             "read_queries": 12,
             "plain_queries": 6,
             "lora_sizes": (4, 12),
-            "lora": LoraConfig(ranks=(1, 4), steps=8, batch_size=8),
+            "lora": LoraConfig(
+                ranks=(1, 4),
+                lrs=(5e-3, 2e-2),
+                step_grid=(4, 8),
+                batch_size=8,
+                retention_prompts=8,
+                tune_size=4,
+            ),
             "batch_size": 16,
             "quick": True,
             "recall": RecallConfig.quick(end=None, refine_grid=(1,)),

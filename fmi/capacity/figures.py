@@ -124,8 +124,10 @@ def lora_panel(lora: list[dict], law: Any) -> Panel:
     )
     return Panel(
         fig,
-        "LoRA adapters on every block's MLP output projection, trained on the N statements for a "
-        "fixed step budget: final cross-entropy of the label (log scale) with the power law "
+        "LoRA adapters on every block's MLP output projection, trained on the N statements with "
+        "the learning rate and step count tuned per rank on training bindings (with a retention "
+        "KL on unrelated training questions), the same at every N: final cross-entropy of the "
+        "label (log scale) with the power law "
         f"fitted to the adapters that did not memorize (loss above 0.01 nats; {fit}), dotted "
         "over every size.",
     )

@@ -57,7 +57,7 @@ def run_capacity(
     announce(f"fmi: {figures.finding(curve)}")
     search = search_rows(bank, cfg.modes)
     announce(f"fmi: {figures.search_finding(search)}")
-    lora = lora_rows(model, bank, bindings, split.templates, done, cfg, announce)
+    lora = lora_rows(model, bank, bindings, split.templates, done, cfg, announce, task.train)
     seconds["total"] = round(time.perf_counter() - start, 1)
     head = header(
         model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from fmi.compare.soft_prefix import SoftPrefixConfig
 from fmi.config import RecallConfig
 from fmi.errors import ConfigError, require_at_least
 from fmi.projectors import ProjectorConfig
@@ -31,6 +32,8 @@ class CompareConfig:
       ``gradmem_depths`` x ``gradmem_lrs`` x 1..``gradmem_steps`` is the tuning sweep on
       ``gradmem_tune_symbols`` training symbols (the fixed pair is used without a training split).
     - ``entropy_keep``: the entropy gate's threshold lets this fraction of training prompts fire.
+    - ``soft_prefix``: GradMem as its paper describes it, ``K`` memory tokens prepended to every
+      question (:mod:`fmi.compare.soft_prefix`, its sizes, steps and tuned learning rates).
     - ``grace_*``: GRACE's layer (fraction of depth), the initial radii tried on
       ``grace_tune_symbols`` training symbols (in units of the median key distance), and its
       value training (Adam steps, learning rate).
@@ -59,6 +62,7 @@ class CompareConfig:
     grace_tune_symbols: int = 24
     grace_steps: int = 20
     grace_lr: float = 1.0
+    soft_prefix: SoftPrefixConfig = field(default_factory=SoftPrefixConfig)
     quick: bool = False
     recall: RecallConfig = field(default_factory=RecallConfig.seed_value)
 
@@ -127,6 +131,7 @@ class CompareConfig:
             "grace_eps_grid": (0.2, 1.0),
             "grace_tune_symbols": 4,
             "grace_steps": 2,
+            "soft_prefix": SoftPrefixConfig.quick(),
             "quick": True,
             "recall": RecallConfig.seed_value(
                 n_unrelated=12,

@@ -145,6 +145,33 @@ def _steps(name: str, rows: list[dict]) -> Panel:
     )
 
 
+def _prefix(name: str, prefix: dict) -> Panel:
+    fig = go.Figure()
+    pts = prefix["curve"]
+    for k in sorted({p["K"] for p in pts}):
+        sel = sorted((p for p in pts if p["K"] == k), key=lambda p: p["steps"])
+        for metric, dash in (("read", None), ("unrelated_changed", "dot")):
+            fig.add_scatter(
+                x=[p["steps"] for p in sel],
+                y=[p[metric] for p in sel],
+                mode="lines+markers",
+                line={"dash": dash},
+                name=f"K={k}: {metric}",
+            )
+    fig.update_layout(
+        xaxis={"title": "Adam steps"},
+        yaxis={"title": "rate", "range": [-0.02, 1.02]},
+        height=420,
+        title=f"GradMem soft prefix: read vs memory tokens K and steps, split {name}",
+    )
+    return Panel(
+        fig,
+        "K memory tokens prepended to every question, optimised on all of the split's write "
+        f"statements at once (learning rate per K tuned on training symbols: "
+        f"{prefix['tuning']['budget']}). Read (solid) and unrelated answers changed (dotted).",
+    )
+
+
 def _sweeps(name: str, sweeps: dict) -> Panel:
     methods = list(sweeps)
     fig = make_subplots(rows=1, cols=len(methods), subplot_titles=methods, shared_yaxes=True)
@@ -196,6 +223,8 @@ def panels(results: dict[str, dict]) -> list[Panel]:
     for name, r in results.items():
         out += [_table(name, r["rows"]), _bars(name, r["rows"]), _epsilon(name, r["grace"])]
         out += [_steps(name, r["rows"]), _sweeps(name, r["steering_sweeps"])]
+        if r.get("soft_prefix", {}).get("curve"):
+            out.append(_prefix(name, r["soft_prefix"]))
         out.append(_entropy(name, r["entropy"], r["rows"]))
     return out
 

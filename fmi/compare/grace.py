@@ -34,11 +34,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from fmi.compare.rows import Cost, Row, inject, mix, score
+from fmi.compare.rows import Cost, Row, inject, mix, on_active, score
 from fmi.config import RecallConfig
 from fmi.evaluate import Outputs, SplitRun
 from fmi.forward import answer_only, collect
-from fmi.generate import decode
+from fmi.generate import Generated, decode
 from fmi.metrics import rate
 from fmi.prompts import Encoded, encode
 from fmi.sites import resid
@@ -152,26 +152,22 @@ def replaced_outputs(
 ) -> Outputs:
     """Greedy outputs with the site's last position replaced by ``values[q]`` where
     ``active``; the other queries keep their memory-free output."""
-    rows = active.nonzero().squeeze(-1).tolist()
-    tokens, picks = list(run.base.tokens), list(run.base.label_pick)
-    if rows:
-        texts = [run.qs.texts[q] for q in rows]
 
+    def generate(rows: list[int]) -> Generated:
         def hooks_for(enc: Encoded, start: int):
             chunk = values[rows][start : start + enc.tokens.shape[0]]
             return [(site, replace_last(chunk, torch.ones(chunk.shape[0], dtype=torch.bool)))]
 
-        gen = decode(
+        return decode(
             model,
-            texts,
+            [run.qs.texts[q] for q in rows],
             hooks_for,
             label_ids=run.label_ids,
             max_new_tokens=run.max_new_tokens,
             batch_size=cfg.batch_size,
         )
-        for j, q in enumerate(rows):
-            tokens[q], picks[q] = gen.tokens[j], gen.label_pick[j]
-    return Outputs(tokens, picks)
+
+    return on_active(run, active, generate)
 
 
 def edit_keys(model, split, site: str, batch_size: int):

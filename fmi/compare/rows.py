@@ -7,6 +7,7 @@ bootstrap intervals (:func:`fmi.evaluate.summarize`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from fmi.config import RecallConfig
 from fmi.evaluate import Outputs, SplitRun, misses, summarize
-from fmi.generate import greedy
+from fmi.generate import Generated, greedy
 from fmi.metrics import rate
 
 
@@ -62,10 +63,10 @@ def inject(
     """Greedy outputs with ``deltas[q]`` added at ``site`` (answer position) where ``active``;
     the other queries keep their memory-free output, which is what they would decode."""
     on = torch.ones(len(run.qs.texts), dtype=torch.bool) if active is None else active
-    rows = on.nonzero().squeeze(-1).tolist()
-    tokens, picks = list(run.base.tokens), list(run.base.label_pick)
-    if rows:
-        gen = greedy(
+    return on_active(
+        run,
+        on,
+        lambda rows: greedy(
             model,
             [run.qs.texts[q] for q in rows],
             site=site,
@@ -73,7 +74,19 @@ def inject(
             label_ids=run.label_ids,
             max_new_tokens=run.max_new_tokens,
             batch_size=cfg.batch_size,
-        )
+        ),
+    )
+
+
+def on_active(
+    run: SplitRun, active: Bool[Tensor, " q"], generate: Callable[[list[int]], Generated]
+) -> Outputs:
+    """``generate(rows)``'s outputs for the active queries (``rows``, in order), the memory-free
+    outputs for the others: a method decodes only where it acts."""
+    rows = active.nonzero().squeeze(-1).tolist()
+    tokens, picks = list(run.base.tokens), list(run.base.label_pick)
+    if rows:
+        gen = generate(rows)
         for j, q in enumerate(rows):
             tokens[q], picks[q] = gen.tokens[j], gen.label_pick[j]
     return Outputs(tokens, picks)

@@ -16,7 +16,16 @@ from typing import Any
 import torch
 
 from fmi.calibrate import Fitted, fit
-from fmi.compare import entropy_gate, figures, grace, gradmem, in_context, iterated, steering
+from fmi.compare import (
+    entropy_gate,
+    figures,
+    grace,
+    gradmem,
+    in_context,
+    iterated,
+    soft_prefix,
+    steering,
+)
 from fmi.compare.config import MEMORY_MODES, CompareConfig
 from fmi.compare.rows import Cost, Row
 from fmi.evaluate import Outputs, SplitRun, mode_outputs, mode_summaries, prepare_split, summarize
@@ -66,8 +75,10 @@ def compare_split(
     taus: dict[str, float],
     progress: bool = False,
     announce: Callable[[str], None] = print,
+    attention_taus: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Every method's row on one prepared split, plus the curves behind the figures."""
+    """Every method's row on one prepared split, plus the curves behind the figures
+    (``attention_taus``: the attention-entropy gate's training thresholds; none, no row)."""
     rc = cfg.recall
     n = len(run.entries)
     write_cost = Cost(1, 0, run.write_seconds, f"one batched frozen forward over {n} statements")
@@ -106,14 +117,28 @@ def compare_split(
         "GradMem", lambda: gradmem.gradmem_rows(model, run, rc, cfg, dual, train_split)
     )
     rows += grad_rows
+    prefix_rows, prefix = timed(
+        "GradMem soft prefix",
+        lambda: soft_prefix.soft_prefix_rows(model, run, rc, cfg.soft_prefix, train_split),
+    )
+    rows += prefix_rows
     rows.append(entropy_gate.gated_row(model, run, rc, taus, dual, dual_out, write_cost))
+    attention = None
+    if attention_taus is not None:
+        attention = timed("attention entropy", lambda: entropy_gate.split_attention(model, run, rc))
+        rows.append(
+            entropy_gate.attention_gated_row(
+                model, run, rc, attention_taus, dual, dual_out, write_cost, attention=attention
+            )
+        )
     rows += mem_rows
     return {
         "rows": [r.to_dict() for r in rows],
         "grace": curve,
         "steering_sweeps": sweeps,
         "gradmem": grad,
-        "entropy": entropy_gate.entropy_data(run, taus),
+        "soft_prefix": prefix,
+        "entropy": entropy_gate.entropy_data(run, taus, attention, attention_taus),
         "seconds": timed.seconds,
     }
 
@@ -139,12 +164,15 @@ def run_compare(
     announce(f"fmi: fitting the memory on {model.name} (training split only)")
     fitted = fit(model, task.train, rc)
     taus = entropy_gate.training_thresholds(model, task.train, rc, cfg.entropy_keep)
+    attention_taus = entropy_gate.training_thresholds(
+        model, task.train, rc, cfg.entropy_keep, signal="attention"
+    )
     announce(f"fmi: fitted in {time.perf_counter() - start:.0f} s")
     results = {}
     for split in splits:
         run = prepare_split(model, split, fitted, rc)
         results[split.name] = compare_split(
-            model, task.train, run, fitted, cfg, taus, progress, announce
+            model, task.train, run, fitted, cfg, taus, progress, announce, attention_taus
         )
     head = _header(model, cfg, fitted, task, splits, round(time.perf_counter() - start, 1))
     doc = {"model": model.name, "task": task.name, "splits": results, "header": head}

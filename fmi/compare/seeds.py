@@ -1,0 +1,88 @@
+"""``fmi compare --seeds``: the comparison once per seed (fresh symbols, prompts and fit each),
+per-seed rows, and each method's mean and range over seeds.
+
+>>> doc = {"splits": {"same": {"rows": [{"method": "no memory", "summary": {"read": 0.5}}]}}}
+>>> by_method(doc)
+{'results': {'no memory': {'same': {'read': 0.5}}}}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fmi.compare.config import CompareConfig
+from fmi.compare.figures import COLUMNS
+from fmi.seeds import summarize_seeds
+
+
+def by_method(doc: dict) -> dict:
+    """A compare document reshaped as ``{"results": {method: {split: summary}}}``, the shape
+    :func:`fmi.seeds.summarize_seeds` reads."""
+    out: dict[str, dict[str, Any]] = {}
+    for split, result in doc["splits"].items():
+        for row in result["rows"]:
+            out.setdefault(row["method"], {})[split] = row["summary"]
+    return {"results": out}
+
+
+def run_compare_seeds(
+    cfg: CompareConfig,
+    seeds: tuple[int, ...],
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    announce: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """:func:`fmi.compare.run.run_compare` once per seed on one loaded model (reports under
+    ``<out>/seed-<s>/``), and the mean and range over seeds of every method's metrics."""
+    from fmi.compare.run import run_compare
+    from fmi.models import load_model
+    from fmi.provenance import header
+
+    start = time.perf_counter()
+    model = load_model(cfg.model, seed=seeds[0], announce=announce)
+    out = Path(out_dir) if out_dir is not None else Path("reports") / model.name
+    per_seed: dict[str, dict] = {}
+    for seed in seeds:
+        announce(f"fmi: compare, seed {seed}")
+        doc, _ = run_compare(
+            replace(cfg, seed=seed),
+            out / f"seed-{seed}",
+            model=model,
+            progress=progress,
+            announce=announce,
+        )
+        per_seed[str(seed)] = doc
+    summary = summarize_seeds({s: by_method(d) for s, d in per_seed.items()}, COLUMNS)
+    wall = round(time.perf_counter() - start, 1)
+    return {
+        "model": model.name,
+        "seeds": list(seeds),
+        "summary": summary,
+        "per_seed": per_seed,
+        "header": header(model, cfg.to_dict(), seeds={"seeds": list(seeds)}, wall_seconds=wall),
+    }
+
+
+def seeds_markdown(doc: dict) -> str:
+    """One table per split: each method's mean over seeds and its range, per metric."""
+    lines = [f"seeds {', '.join(map(str, doc['seeds']))}: mean [min, max] over seeds"]
+    summary = doc["summary"]
+    splits = list(dict.fromkeys(s for per in summary.values() for s in per))
+    for split in splits:
+        lines += ["", f"split {split}", "", "| method | " + " | ".join(COLUMNS) + " |"]
+        lines.append("|" + "---|" * (len(COLUMNS) + 1))
+        for method, per in summary.items():
+            row = per.get(split, {})
+            cells = [
+                f"{row[m]['mean']:.3f} [{row[m]['min']:.3f}, {row[m]['max']:.3f}]"
+                if m in row
+                else "n/a"
+                for m in COLUMNS
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
