@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fmi-installed
 MODEL ?= auto
 
 
-.PHONY: install lock assets browser test test-fast lint typecheck check recall analyses compare capacity bench clean
+.PHONY: install lock assets browser test test-fast lint typecheck check mutation recall analyses compare capacity bench clean
 
 # constraints.txt holds the exact version of every other package (make lock rewrites it), so a
 # fresh clone computes with the same code as the README's runs.
@@ -46,6 +46,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy fmi
 
 check: lint typecheck test
+
+# Mutation testing of the metric, interval, fit-rule, retrieval and value functions against the
+# fast unit tests (not part of make test: about half an hour on 2 cores). Prints the score.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(BIN)/python scripts/mutation.py
 
 recall: $(STAMP)
 	$(BIN)/fmi recall --model $(MODEL) --json reports/$(MODEL)/recall.json

@@ -39,3 +39,27 @@ def recall_table(doc: dict) -> str:
             lines.append(f"{mode:<{width}}{cells}{row['n']:>6}")
         lines.append("")
     return "\n".join(lines)
+
+
+def results_report(doc: dict) -> str:
+    """The text a committed results document renders to in the README: a recall run, a
+    several-seed recall run (:func:`fmi.seeds.seeds_report`), a comparison's report document
+    (``compare.json``: one Markdown table per split) or a several-seed comparison
+    (:func:`fmi.compare.seeds.seeds_report`)."""
+    if "data" in doc and "splits" in doc["data"]:
+        from fmi.compare.figures import markdown_table
+
+        seed = doc["header"]["config"]["seed"]
+        return "\n\n".join(
+            f"seed {seed}, split {name}:\n\n{markdown_table(result['rows'])}"
+            for name, result in doc["data"]["splits"].items()
+        )
+    if "per_seed" not in doc:
+        return recall_report(doc)
+    if "splits" in next(iter(doc["per_seed"].values())):
+        from fmi.compare.seeds import seeds_report as compare_seeds_report
+
+        return compare_seeds_report(doc)
+    from fmi.seeds import seeds_report
+
+    return seeds_report(doc)

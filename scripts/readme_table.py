@@ -1,13 +1,12 @@
 """Print the README block for a results file: what tests/test_results_files.py compares.
 
-    .venv/bin/python scripts/readme_table.py results/gemma-3-270m/recall-seeds.json
+.venv/bin/python scripts/readme_table.py results/gemma-3-270m/recall-seeds.json
 """
 
 import json
 import sys
 
-from fmi.seeds import seeds_report
-from fmi.table import recall_report
+from fmi.table import results_report
 
 
 def main() -> int:
@@ -16,7 +15,7 @@ def main() -> int:
         return 2
     with open(sys.argv[1]) as f:
         doc = json.load(f)
-    print(seeds_report(doc) if "per_seed" in doc else recall_report(doc))
+    print(results_report(doc))
     return 0
 
 

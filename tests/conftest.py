@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+# Imported here, at collection, so that a process forked after collecting (mutmut's fork server,
+# make mutation) starts with them loaded instead of spending seconds on them per mutant.
+import transformer_lens.model_bridge  # noqa: F401
+import transformers  # noqa: F401
+
 from fmi.models import LoadedModel, load_model
 
 

@@ -56,3 +56,15 @@ def test_bad_compare_seeds_are_one_line_and_exit_2(capsys, bad, tmp_path):
     assert main(["compare", "--quick", "--quiet", "--seeds", bad, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_compare_report_document_renders_one_table_per_split():
+    from fmi.table import results_report
+
+    summary = {m: 0.5 for m in ("write", "read", "plain", "unrelated", "unrelated_changed")}
+    summary["ci95"] = {m: [0.25, 0.75] for m in summary}
+    row = {"method": "m", "summary": summary, "cost": {"forward": 1, "backward": 0, "seconds": 2}}
+    doc = {"header": {"config": {"seed": 7}}, "data": {"splits": {"same": {"rows": [row]}}}}
+    text = results_report(doc)
+    assert text.startswith("seed 7, split same:\n\n| method |")
+    assert "| m | 0.500 [0.25, 0.75] | 0.500 [0.25, 0.75] |" in text and text.endswith("| 2.0 |")

@@ -103,3 +103,42 @@ def test_summary_intervals_are_clustered_by_symbol_and_never_zero_width(case):
     assert row["ci95"]["write"][1] == 1.0 and row["ci95"]["write"][0] == wilson(1, 1)[0]
     assert all(hi > lo for lo, hi in row["ci95"].values())
     assert set(row["ci_method"]) == {"write", "read", "plain", "unrelated", "unrelated_changed"}
+
+
+def test_summary_with_a_decision_reports_retrieval_and_fired_rates(case):
+    import torch
+
+    from fmi.config import RecallConfig
+    from fmi.intervals import cluster_interval
+    from fmi.retrieval import Decision
+
+    got = hits(case.model, case.qs, case.entries, case.labels, case.out, case.base)
+    entry = torch.tensor([0, 0, -1, 2, 1, -1, -1, 0])
+    decision = Decision(entry, torch.zeros(8), torch.zeros(8, 2))
+    row = summarize(got, case.qs, RecallConfig.quick(n_bootstrap=200), decision, [True, False])
+    assert row["retrieval"] == 0.5
+    assert row["fired"] == {"read": pytest.approx(2 / 3), "plain": 0.5, "unrelated": 0.5}
+    assert row["label_restricted"] == {"write": 1.0, "read": pytest.approx(2 / 3)}
+    assert row["first_token"]["write"] == 1.0
+    assert row["answer_prefix"]["write"] == 1.0
+    symbols = ["dax", "dax", "wug"]
+    assert row["ci95"]["first_token.read"] == cluster_interval([1.0, 0.0, 1.0], symbols, 200, 0)
+    assert row["ci95"]["label.read"] == cluster_interval([1.0, 1.0, 0.0], symbols, 200, 0)
+    assert row["n_by_metric"] == {
+        "write": 1,
+        "read": 3,
+        "plain": 2,
+        "unrelated": 2,
+        "unrelated_changed": 2,
+    }
+    assert "retrieval" not in summarize(got, case.qs, RecallConfig.quick())
+
+
+def test_misses_lists_the_wrong_reads_in_order_up_to_the_limit(case):
+    from fmi.evaluate import misses
+
+    qs = case.qs
+    got = misses(case.model, qs, case.entries, case.out)
+    assert [m["label"] for m in got] == ["New York City", "pig"]
+    assert got[1]["output"] == " piglet" and got[0]["prompt"] == qs.texts[1]
+    assert len(misses(case.model, qs, case.entries, case.out, limit=1)) == 1

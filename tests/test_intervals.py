@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from fmi.intervals import (
+    Z95,
     cluster_bootstrap,
     cluster_interval,
     design_effect,
@@ -77,3 +80,69 @@ def test_cluster_interval_is_never_zero_width_and_counts_symbols_once_when_all_a
     lo, hi = cluster_interval(hits, clusters, 400, 0)
     wl, wh = wilson(20, 40)
     assert lo <= wl and hi >= wh
+
+
+def _icc_by_hand(values, clusters):
+    """ANOVA ICC with the n0 correction, written out with numpy from the textbook formulas."""
+    v = np.asarray(values, float)
+    labels = sorted(set(clusters), key=str)
+    groups = [v[[c == lab for c in clusters]] for lab in labels]
+    n, g = len(v), len(groups)
+    ssb = sum(len(x) * (x.mean() - v.mean()) ** 2 for x in groups)
+    ssw = sum(((x - x.mean()) ** 2).sum() for x in groups)
+    msb, msw = ssb / (g - 1), ssw / (n - g)
+    n0 = (n - sum(len(x) ** 2 for x in groups) / n) / (g - 1)
+    return (msb - msw) / (msb + (n0 - 1) * msw)
+
+
+@pytest.mark.parametrize(
+    "values, clusters",
+    [
+        ([1, 1, 1, 0, 1, 0, 0, 1, 0], ["a", "a", "a", "b", "b", "c", "c", "c", "c"]),
+        ([1, 0, 1, 1, 1, 0, 0], [1, 1, 1, 2, 2, 3, 3]),
+        ([0.2, 0.4, 0.9, 1.0, 0.1, 0.0, 0.5], ["x", "x", "y", "y", "z", "z", "z"]),
+    ],
+)
+def test_icc_with_unequal_clusters_equals_the_textbook_formula(values, clusters):
+    want = min(1.0, max(0.0, _icc_by_hand(values, clusters)))
+    assert icc(values, clusters) == pytest.approx(want, abs=1e-12)
+    m = len(values) / len(set(clusters))
+    assert design_effect(values, clusters) == pytest.approx(1 + (m - 1) * want, abs=1e-12)
+
+
+def test_icc_edge_cases():
+    assert icc([1, 0, 1], ["a", "a", "a"]) == 1.0  # one cluster: nothing to compare
+    assert icc([1, 0, 1], ["a", "b", "c"]) == 1.0  # singletons: no within-cluster variance
+    assert icc([0, 0, 0, 0], [1, 1, 2, 2]) == 1.0
+    with pytest.raises(ValueError, match="3 values but 2 cluster labels"):
+        icc([1, 0, 1], ["a", "b"])
+    assert design_effect([1, 0, 1, 0], ["a", "b", "c", "d"]) == 1.0  # clusters of one
+
+
+def test_wilson_uses_its_z_and_accepts_effective_sizes():
+    lo, hi = wilson(5, 10, z=1.0)
+    centre, half = (0.5 + 1 / 20) / 1.1, math.sqrt(0.025 + 1 / 400) / 1.1
+    assert (lo, hi) == pytest.approx((centre - half, centre + half), abs=1e-12)
+    lo, hi = wilson(2.5, 7.5)  # a fractional (effective) sample
+    p, z2, n = 1 / 3, Z95**2, 7.5
+    c = (p + z2 / (2 * n)) / (1 + z2 / n)
+    h = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    assert (lo, hi) == pytest.approx((c - h, c + h), abs=1e-12)
+    assert all(np.isnan(wilson(0, -1)))
+    assert wilson(0, 0.5)[0] == 0.0
+
+
+def test_empty_inputs_give_nan_intervals():
+    assert all(np.isnan(cluster_bootstrap([], [], 10, 0)))
+    assert all(np.isnan(cluster_interval([], [], 10, 0)))
+    assert all(np.isnan(wilson_rate([])))
+
+
+def test_cluster_interval_is_the_hull_of_bootstrap_and_wilson_at_the_effective_size():
+    hits = [1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 1]
+    clusters = [i // 3 for i in range(12)]
+    n_eff = 12 / design_effect(hits, clusters)
+    wl, wh = wilson(sum(hits) / 12 * n_eff, n_eff)
+    bl, bh = cluster_bootstrap(hits, clusters, 300, 5)
+    assert cluster_interval(hits, clusters, 300, 5) == (min(wl, bl), max(wh, bh))
+    assert wl != bl and wh != bh  # both sides of the hull are exercised

@@ -19,10 +19,11 @@ from fmi.metrics import (
 
 
 class Chars:
-    """A tokenizer whose token ids are code points: decode is exact and visible."""
+    """A tokenizer whose token ids are code points (decode is exact and visible), with one
+    special token, id 0, decoded as ``<s>`` unless skipped."""
 
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(i) for i in ids)
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(("" if skip_special_tokens else "<s>") if i == 0 else chr(i) for i in ids)
 
 
 def ids(text: str) -> tuple[int, ...]:
@@ -52,6 +53,12 @@ def ids(text: str) -> tuple[int, ...]:
 def test_text_matches_is_word_bounded(text, answer, hit):
     assert text_matches(text, answer) is hit
     assert answer_match(Chars(), ids(text), answer) is hit
+
+
+def test_special_tokens_are_skipped_before_matching():
+    got = (0, *ids(" red"))
+    assert answer_word(Chars(), got) == "red"
+    assert answer_match(Chars(), got, " red")
 
 
 @pytest.mark.parametrize(

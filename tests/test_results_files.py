@@ -1,8 +1,8 @@
 """The README's result tables are the committed JSON files under results/, figure for figure.
 
-A table is marked in the README by ``<!-- results: PATH -->`` on the line before its code block;
-the block must equal what the JSON renders to (``fmi.table.recall_report``, or for a several-seed
-run ``fmi.seeds.seeds_report``). Every results path the README names must exist.
+A table is marked in the README by ``<!-- results: PATH -->`` on the line before its code block
+(or before Markdown tables closed by ``<!-- end results -->``); the block must equal what the
+JSON renders to (``fmi.table.results_report``). Every results path the README names must exist.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from fmi.seeds import seeds_report
-from fmi.table import recall_report
+from fmi.table import results_report
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-MARKED = re.findall(r"<!-- results: (\S+) -->\n```\n(.*?)```", README, re.S)
-
-
-def render(doc: dict) -> str:
-    return seeds_report(doc) if "per_seed" in doc else recall_report(doc)
+MARKED = [
+    (path, fenced or plain)
+    for path, fenced, plain in re.findall(
+        r"<!-- results: (\S+) -->\n(?:```\n(.*?)```|(.*?)<!-- end results -->)", README, re.S
+    )
+]
 
 
 def test_the_readme_marks_its_result_tables():
@@ -32,7 +32,7 @@ def test_the_readme_marks_its_result_tables():
 @pytest.mark.parametrize("path, block", MARKED, ids=[p for p, _ in MARKED])
 def test_each_marked_table_equals_its_json(path, block):
     doc = json.loads((ROOT / path).read_text())
-    assert block.strip("\n") == render(doc).strip("\n")
+    assert block.strip("\n") == results_report(doc).strip("\n")
 
 
 def test_every_results_path_named_exists():

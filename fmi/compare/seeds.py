@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fmi.compare.config import CompareConfig
-from fmi.compare.figures import COLUMNS
+from fmi.compare.figures import COLUMNS, markdown_table
 from fmi.seeds import summarize_seeds
 
 
@@ -86,3 +86,14 @@ def seeds_markdown(doc: dict) -> str:
             ]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seeds_report(doc: dict) -> str:
+    """What the README shows of a several-seed comparison: the first seed's tables (every
+    row with its intervals and write cost), then the mean and range over all seeds."""
+    first = str(doc["seeds"][0])
+    parts = [
+        f"seed {first}, split {name}:\n\n{markdown_table(result['rows'])}"
+        for name, result in doc["per_seed"][first]["splits"].items()
+    ]
+    return "\n\n".join([*parts, seeds_markdown(doc)])
