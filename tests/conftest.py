@@ -51,3 +51,18 @@ def quick_reports(quick_setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
     index = run_analyses(quick_setup.cfg, out, setup=quick_setup, progress=False, announce=_quiet)
     return out, index
+
+
+@pytest.fixture(scope="session")
+def quick_compare(tiny_gemma):
+    """The quick comparison's config, task, fit and prepared ``same`` split on tiny-gemma."""
+    from fmi.calibrate import fit
+    from fmi.compare.config import CompareConfig
+    from fmi.evaluate import prepare_split
+    from fmi.recall import task_for
+
+    cfg = CompareConfig.quick_config()
+    task = task_for(cfg.recall)
+    fitted = fit(tiny_gemma, task.train, cfg.recall)
+    run = prepare_split(tiny_gemma, task.split("same"), fitted, cfg.recall)
+    return cfg, task, fitted, run

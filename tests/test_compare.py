@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import no_hooks, weights_digest
 
-from fmi.calibrate import fit
 from fmi.cli import main
 from fmi.compare import entropy_gate, grace, gradmem, in_context, iterated, rows, steering
 from fmi.compare.config import CompareConfig
 from fmi.compare.run import memory_rows, run_compare
 from fmi.errors import ConfigError
-from fmi.evaluate import Outputs, prepare_split
+from fmi.evaluate import Outputs
 from fmi.hooks import add_at_positions
 from fmi.prompts import encode
-from fmi.recall import task_for
 from fmi.retrieval import decide
 from fmi.values import unembedding
 
@@ -28,24 +26,8 @@ def _quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_gemma):
-    cfg = CompareConfig.quick_config()
-    task = task_for(cfg.recall)
-    fitted = fit(tiny_gemma, task.train, cfg.recall)
-    run = prepare_split(tiny_gemma, task.split("same"), fitted, cfg.recall)
-    return cfg, task, fitted, run
-
-
-def _weights_digest(bridge) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(bridge.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _no_hooks(bridge) -> bool:
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in bridge.hook_dict.values())
+def prepared(quick_compare):
+    return quick_compare
 
 
 # --- steering -----------------------------------------------------------------------------------
@@ -172,9 +154,9 @@ def test_grace_trained_values_lower_the_edit_loss_and_leave_weights_alone(tiny_g
     site = "blocks.0.hook_resid_post"
     texts, keys, targets = grace.edit_keys(tiny_gemma, task.split("same"), site, 8)
     targets = torch.tensor(targets[:4])
-    before = _weights_digest(tiny_gemma.bridge)
+    before = weights_digest(tiny_gemma.bridge)
     values = grace.train_values(tiny_gemma, texts[:4], targets, site, 5, 1.0, 4)
-    assert _weights_digest(tiny_gemma.bridge) == before and _no_hooks(tiny_gemma.bridge)
+    assert weights_digest(tiny_gemma.bridge) == before and no_hooks(tiny_gemma.bridge)
 
     def loss(v):
         enc = encode(tiny_gemma.tokenizer, texts[:4])
@@ -198,7 +180,7 @@ def test_grace_rows_fire_where_the_codebook_does(tiny_gemma, prepared):
     assert len(curve["curve"]) == len(cfg.grace_eps_grid)
     assert curve["chosen"] in [p["eps_init"] for p in curve["curve"]]
     assert got[0].summary["fired"] == got[1].summary["fired"]  # one codebook, two values
-    assert _no_hooks(tiny_gemma.bridge)
+    assert no_hooks(tiny_gemma.bridge)
 
 
 # --- iterated value -----------------------------------------------------------------------------
@@ -262,14 +244,14 @@ def test_one_step_row_equals_the_dual_key_row(tiny_gemma, prepared):
 def test_gradmem_leaves_weights_bit_identical_and_lowers_the_loss(fixture, request):
     model = request.getfixturevalue(fixture)
     bridge = model.bridge
-    before = _weights_digest(bridge)
+    before = weights_digest(bridge)
     texts = ["In game A, blicket means", "In the lab, dax means"]
     targets = torch.tensor([model.tokenizer(" red")["input_ids"][-1]] * 2)
     site = gradmem.gradmem_site(int(bridge.cfg.n_layers), 0.5)
     vectors, seconds = gradmem.optimise(model, texts, targets, site, 3, 0.5, batch_size=2)
-    assert _weights_digest(bridge) == before
+    assert weights_digest(bridge) == before
     assert all(p.grad is None for p in bridge.parameters())
-    assert _no_hooks(bridge)
+    assert no_hooks(bridge)
     assert sorted(vectors) == [1, 2, 3] and seconds[1] <= seconds[3]
     # the first step has length lr * |h| at the site (answer position)
     from fmi.forward import collect
@@ -354,7 +336,7 @@ def test_run_compare_writes_report_and_json(fixture, request, tmp_path):
     assert "GRACE" in html and "refinement steps" in html
     assert any(r["method"] == "GRACE (trained values)" for r in saved["splits"]["same"]["rows"])
     assert "src='http" not in html and 'src="http' not in html
-    assert _no_hooks(model.bridge)
+    assert no_hooks(model.bridge)
     assert doc["splits"]["same"]["rows"][0]["method"] == "no memory"
 
 

@@ -11,14 +11,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fmi.calibrate import fit
 from fmi.compare import entropy_gate, rows
-from fmi.compare.config import CompareConfig
 from fmi.compare.run import memory_rows
 from fmi.errors import ConfigError
-from fmi.evaluate import METRICS, Outputs, prepare_split
+from fmi.evaluate import METRICS, Outputs
 from fmi.queries import build_queries, unique_bindings
-from fmi.recall import task_for
 from fmi.write import write_prompt
 
 INF = float("inf")
@@ -154,11 +151,8 @@ def test_unknown_signal_is_named():
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_gemma):
-    cfg = CompareConfig.quick_config()
-    task = task_for(cfg.recall)
-    fitted = fit(tiny_gemma, task.train, cfg.recall)
-    run = prepare_split(tiny_gemma, task.split("same"), fitted, cfg.recall)
+def prepared(tiny_gemma, quick_compare):
+    cfg, task, _, run = quick_compare
     _, (dual, dual_out) = memory_rows(tiny_gemma, run, cfg, rows.Cost(1, 0, 0.0))
     att = entropy_gate.split_attention(tiny_gemma, run, cfg.recall)
     return cfg, task, run, dual, dual_out, att

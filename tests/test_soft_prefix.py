@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import doctest
-import hashlib
 
 import pytest
 import torch
+from helpers import no_hooks, weights_digest
 
-from fmi.calibrate import fit
 from fmi.compare import soft_prefix as sp
-from fmi.compare.config import CompareConfig
 from fmi.compare.rows import Cost, score
 from fmi.errors import ConfigError
-from fmi.evaluate import prepare_split
 from fmi.forward import answer_only
 from fmi.prompts import encode
-from fmi.recall import task_for
 
 TEXTS = ["In game A, blicket means", "dax means", "Question: in the lab, what is zorp? Answer:"]
-
-
-def _weights_digest(bridge) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(bridge.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _no_hooks(bridge) -> bool:
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in bridge.hook_dict.values())
 
 
 def _prefixed(model, texts, k):
@@ -83,7 +67,7 @@ def test_config_errors_name_the_field(field, value, message):
 
 def test_config_defaults_and_round_trip():
     cfg = sp.SoftPrefixConfig()
-    assert cfg.sizes == (8, 16, 32) and cfg.steps == (1, 2, 5, 10)
+    assert cfg.sizes == (8, 32) and cfg.steps == (2, 5) and cfg.lrs == (0.3, 1.0)
     assert cfg.lr in cfg.lrs
     assert sp.SoftPrefixConfig(**cfg.to_dict()) == cfg
     assert sp.SoftPrefixConfig.quick(seed=3).seed == 3
@@ -157,7 +141,7 @@ def test_hook_overwrites_exactly_the_prefix_positions(fixture, request):
         where[row, s : s + k] = True
         torch.testing.assert_close(hooked[row, s : s + k], prefix, rtol=0, atol=0)
     torch.testing.assert_close(hooked[~where], clean[~where], rtol=0, atol=0)  # padding too
-    assert _no_hooks(bridge)
+    assert no_hooks(bridge)
 
 
 def test_hook_leaves_kv_cached_steps_alone():
@@ -200,7 +184,7 @@ def test_placeholder_embeddings_as_prefix_change_nothing(fixture, request):
         )
     width = enc.tokens.shape[1]
     assert gen.tokens == [tuple(r[width:].tolist()) for r in out]
-    assert _no_hooks(bridge)
+    assert no_hooks(bridge)
 
 
 def test_a_prefixed_row_reads_as_it_would_alone(tiny_gemma):
@@ -242,12 +226,12 @@ def test_optimise_lowers_the_loss_and_leaves_the_model_alone(fixture, request):
     bridge = model.bridge
     tok = model.tokenizer
     targets = torch.tensor([tok(w)["input_ids"][-1] for w in (" red", " blue", " green")])
-    before = _weights_digest(bridge)
+    before = weights_digest(bridge)
     k, lr = 3, 0.3
     got = sp.optimise(model, TEXTS, targets, k, (1, 3), lr, batch_size=2, seed=5)
-    assert _weights_digest(bridge) == before
+    assert weights_digest(bridge) == before
     assert all(p.grad is None for p in bridge.parameters())
-    assert _no_hooks(bridge)
+    assert no_hooks(bridge)
     assert sorted(got.snapshots) == [1, 3] and len(got.losses) == 4
     assert got.seconds[1] <= got.seconds[3]
     assert got.losses[3] < got.losses[0]
@@ -270,11 +254,8 @@ def test_optimise_lowers_the_loss_and_leaves_the_model_alone(fixture, request):
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_gemma):
-    cfg = CompareConfig.quick_config()
-    task = task_for(cfg.recall)
-    fitted = fit(tiny_gemma, task.train, cfg.recall)
-    run = prepare_split(tiny_gemma, task.split("same"), fitted, cfg.recall)
+def prepared(quick_compare):
+    cfg, task, _, run = quick_compare
     return cfg, task, run
 
 
@@ -291,9 +272,9 @@ def test_soft_prefix_rows_cover_the_grid_with_a_training_only_budget(
         return real(model, texts, *args, **kw)
 
     monkeypatch.setattr(sp, "optimise", spy)
-    before = _weights_digest(tiny_gemma.bridge)
+    before = weights_digest(tiny_gemma.bridge)
     got, data = sp.soft_prefix_rows(tiny_gemma, run, cfg.recall, pcfg, task.train)
-    assert _weights_digest(tiny_gemma.bridge) == before and _no_hooks(tiny_gemma.bridge)
+    assert weights_digest(tiny_gemma.bridge) == before and no_hooks(tiny_gemma.bridge)
 
     grid = [(k, s) for k in pcfg.sizes for s in pcfg.steps]
     assert [(r.detail["K"], r.detail["steps"]) for r in got] == grid
