@@ -295,10 +295,13 @@ def choose(
     threshold: float | None = None,
 ) -> Decision:
     """The :class:`Decision` for each query's best entry ``idx`` (score ``best``): abstain below
-    the mode's threshold, else inject the entry's value (``average``: its symbol's mean)."""
+    the mode's threshold or where no entry is open (a best score of -inf: ``context_gate``
+    with no bank for the query's context), else inject the entry's value (``average``: its
+    symbol's mean)."""
     best, idx = best.to(memory.values.device), idx.to(memory.values.device)
     thr = memory.thresholds.get(mode, float("-inf")) if threshold is None else threshold
-    entry = torch.where((best >= thr) & (idx >= 0), idx, torch.full_like(idx, -1))
+    open_ = (best >= thr) & (best > float("-inf")) & (idx >= 0)
+    entry = torch.where(open_, idx, torch.full_like(idx, -1))
     idx = idx.clamp_min(0)  # an abstention's vector is zeroed below
     vectors = memory.values[idx].clone()
     if mode == "average":

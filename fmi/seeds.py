@@ -14,6 +14,9 @@ from dataclasses import replace
 from fmi.config import RecallConfig
 from fmi.errors import ConfigError
 
+# how every several-seed table labels its cells: each seed's rate has its own interval above
+RANGE_NOTE = "mean over seeds (lowest–highest seed: a range, not an interval)"
+
 SUMMARIZED = ("write", "read", "plain", "unrelated", "unrelated_changed", "retrieval")
 
 
@@ -81,14 +84,14 @@ def seeds_table(doc: dict, metrics=("read", "plain", "unrelated_changed", "retri
     summary = doc["summary"]
     modes = list(summary)
     width = max(18, *(len(m) + 1 for m in modes))
-    lines = [f"seeds {', '.join(map(str, doc['seeds']))}: mean [min, max] over seeds"]
+    lines = [f"seeds {', '.join(map(str, doc['seeds']))}: {RANGE_NOTE}"]
     head = f"{'mode':<{width}}" + "".join(f"{m:>24}" for m in metrics)
     for split in summary[modes[0]]:
         lines += [f"[{split}]", head]
         for mode in modes:
             row = summary[mode].get(split, {})
             cells = "".join(
-                f"{row[m]['mean']:>8.3f} [{row[m]['min']:.3f}, {row[m]['max']:.3f}]"
+                f"{row[m]['mean']:>10.3f} ({row[m]['min']:.3f}–{row[m]['max']:.3f})"
                 if m in row
                 else f"{'-':>24}"
                 for m in metrics

@@ -22,23 +22,36 @@ def recall_report(doc: dict) -> str:
 
 
 def recall_table(doc: dict) -> str:
-    """One block per split, one row per mode; ``-`` where a figure does not apply."""
+    """One block per split, one row per mode, each rate with its 95% interval where the run
+    has one (``ci95``); ``-`` where a figure does not apply.
+
+    >>> row = {"write": 1.0, "read": 0.5, "plain": 0.0, "unrelated": 0.0,
+    ...        "unrelated_changed": 0.0, "retrieval": 0.5, "n": 2,
+    ...        "ci95": {"read": [0.09, 0.91]}}
+    >>> recall_table({"results": {"dual_key": {"same": row}}}).splitlines()[2].split()
+    ['dual_key', '1.000', '0.500', '[0.09,0.91]', '0.000', '0.000', '0.000', '0.500', '2']
+    """
     modes = list(doc["results"])
     splits = list(doc["results"][modes[0]])
     lines = []
     width = max(18, *(len(m) + 1 for m in modes))
-    head = f"{'mode':<{width}}" + "".join(f"{SHORT.get(c, c):>10}" for c in COLUMNS) + f"{'n':>6}"
+    head = f"{'mode':<{width}}" + "".join(f"{SHORT.get(c, c):>18}" for c in COLUMNS) + f"{'n':>6}"
     for split in splits:
         lines += [f"[{split}]", head]
         for mode in modes:
             row = doc["results"][mode][split]
-            cells = "".join(
-                f"{row[c]:>10.3f}" if isinstance(row.get(c), float) else f"{'-':>10}"
-                for c in COLUMNS
-            )
+            cells = "".join(f"{_cell(row, c):>18}" for c in COLUMNS)
             lines.append(f"{mode:<{width}}{cells}{row['n']:>6}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell(row: dict, column: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, float):
+        return "-"
+    ci = row.get("ci95", {}).get(column)
+    return f"{value:.3f}" + (f" [{ci[0]:.2f},{ci[1]:.2f}]" if ci else "")
 
 
 def results_report(doc: dict) -> str:
@@ -46,13 +59,14 @@ def results_report(doc: dict) -> str:
     several-seed recall run (:func:`fmi.seeds.seeds_report`), a comparison's report document
     (``compare.json``: one Markdown table per split) or a several-seed comparison
     (:func:`fmi.compare.seeds.seeds_report`)."""
-    if "data" in doc and "splits" in doc["data"]:
+    splits = doc.get("data", doc).get("splits")  # compare.json, or what compare --json writes
+    if isinstance(splits, dict):
         from fmi.compare.figures import markdown_table
 
         seed = doc["header"]["config"]["seed"]
         return "\n\n".join(
             f"seed {seed}, split {name}:\n\n{markdown_table(result['rows'])}"
-            for name, result in doc["data"]["splits"].items()
+            for name, result in splits.items()
         )
     if "per_seed" not in doc:
         return recall_report(doc)

@@ -26,8 +26,8 @@ def test_seeds_markdown_prints_mean_and_range():
         "summary": {"a": {"same": {"read": {"mean": 0.75, "min": 0.5, "max": 1.0}}}},
     }
     text = seeds_markdown(doc)
-    assert "seeds 1, 2: mean [min, max] over seeds" in text
-    assert "| a | n/a | 0.750 [0.500, 1.000] | n/a | n/a | n/a |" in text
+    assert "seeds 1, 2: mean over seeds (lowest–highest seed: a range, not an interval)" in text
+    assert "| a | n/a | 0.750 (0.500–1.000) | n/a | n/a | n/a |" in text
 
 
 def test_cli_compare_seeds_runs_each_seed_and_averages(tmp_path, capsys):

@@ -25,6 +25,7 @@ from fmi.retrieval import QueryScores
         ([0.75, 0.2], [x / 10 for x in range(1, 11)], 0.34, 0.725),  # 0.7 lets 3 of 10 fire
         ([0.2], [0.1, 0.3], 0.01, 0.3 + 1e-6),  # no positive above: just above the negatives
         ([0.6, 0.4], [], 0.01, 0.4),  # no negatives: the lowest positive
+        ([], [], 0.01, 0.0),  # neither: 0
     ],
 )
 def test_threshold_between_known_answers(pos, neg, fa, want):
@@ -42,6 +43,9 @@ def test_threshold_lets_at_most_the_false_accept_share_fire():
 def test_smallest_near_best_and_rho_rule():
     assert _smallest_near_best({1: 0.5, 2: 0.995, 3: 1.0, 5: 1.0}) == 2
     assert _smallest_near_best({1: 1.0, 3: 1.0}) == 1
+    assert _smallest_near_best({1: 0.985, 2: 1.0}) == 2  # 0.015 short: outside the default 0.01
+    assert _smallest_near_best({1: 0.5, 2: 1.0, 4: 1.0}, tolerance=0.0) == 2  # ties at the best
+    assert _smallest_near_best({1: 0.5, 2: 0.9, 4: 1.0}, tolerance=0.5) == 1
     assert choose_rho({0.05: 0.06, 0.1: 0.81, 0.15: 1.0, 0.2: 1.0}) == 0.2
     assert choose_rho({0.4: 0.2}) == 0.4
 
@@ -119,5 +123,16 @@ def test_dual_weights_learn_from_exactly_the_right_labels(monkeypatch):
     assert np.allclose(seen["x"][0], [0.9, 0.5, 0.45]) and np.allclose(
         seen["x"][3], [0.8, 0.7, 0.56]
     )
-    assert seen["kw"]["class_weight"] == "balanced" and seen["kw"]["random_state"] == 7
-    assert w.tolist() == [1.0, 2.0, 3.0, -4.0]
+    assert seen["kw"] == {"class_weight": "balanced", "max_iter": 1000, "random_state": 7}
+    assert w.tolist() == [1.0, 2.0, 3.0, -4.0] and w.dtype == torch.float32
+
+
+def test_standardizer_is_fitted_on_the_content_rows_only():
+    a = torch.tensor([[1.0, 10.0], [3.0, 30.0], [100.0, 100.0]])
+    b = torch.tensor([[5.0, 50.0], [-100.0, 0.0]])
+    keep = [torch.tensor([True, True, False]), torch.tensor([True, False])]
+    std = calibrate._fit_standardizer([a, b], keep)
+    assert torch.equal(std.mean, torch.tensor([3.0, 30.0]))
+    assert torch.equal(std.std, torch.tensor([2.0, 20.0]))
+    with pytest.raises(ValueError):
+        calibrate._fit_standardizer([a, b], keep[:1])

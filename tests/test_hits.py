@@ -142,3 +142,41 @@ def test_misses_lists_the_wrong_reads_in_order_up_to_the_limit(case):
     assert [m["label"] for m in got] == ["New York City", "pig"]
     assert got[1]["output"] == " piglet" and got[0]["prompt"] == qs.texts[1]
     assert len(misses(case.model, qs, case.entries, case.out, limit=1)) == 1
+
+
+def test_special_tokens_are_dropped_before_an_output_is_matched(case):
+    eos = case.model.tokenizer.eos_token_id
+    assert eos is not None
+    out = Outputs(
+        [(eos, *t) for t in case.out.tokens], case.out.picks
+    )  # every output starts with the end-of-text token
+    got = hits(case.model, case.qs, case.entries, case.labels, out, case.base)
+    assert got["write"] == [True] and got["read"] == [False, True, False]
+    assert got["plain"] == [True, False] and got["unrelated"] == [True, False]
+
+
+def test_decode_steps_cover_the_longest_answer_and_one_more():
+    from fmi.config import RecallConfig
+    from fmi.evaluate import decode_steps
+
+    def entry(n):
+        return Entry("c", "s", "x", 1, tuple(range(1, n + 1)))  # n answer tokens
+
+    cfg = RecallConfig(max_new_tokens=4)
+    assert decode_steps([entry(1)], cfg) == 4
+    assert decode_steps([entry(3)], cfg) == 4
+    assert decode_steps([entry(4)], cfg) == 5
+    assert decode_steps([entry(2), entry(6), entry(1)], cfg) == 7
+
+
+def test_summary_intervals_use_the_configured_seed_and_size(case, monkeypatch):
+    from fmi import evaluate
+    from fmi.config import RecallConfig
+
+    calls = []
+    monkeypatch.setattr(
+        evaluate, "cluster_interval", lambda h, c, n, seed: calls.append((n, seed)) or (0.0, 1.0)
+    )
+    got = hits(case.model, case.qs, case.entries, case.labels, case.out, case.base)
+    summarize(got, case.qs, RecallConfig.quick(n_bootstrap=123, seed=45))
+    assert calls and set(calls) == {(123, 45)}

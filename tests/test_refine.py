@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from fmi.refine import refine, refined_values
@@ -59,3 +63,112 @@ def test_fit_chooses_and_records_the_steps(tiny_gemma):
     assert fitted.to_dict()["refine_steps"] == fitted.refine_steps
     one = fit(tiny_gemma, task.train, RecallConfig.quick(refine_grid=(1,)))
     assert one.refine_steps == 1 and one.alpha == fitted.alpha
+
+
+def _written(with_tail: bool = True):
+    from fmi.write import Written
+
+    g = torch.Generator().manual_seed(2)
+    entries = [
+        SimpleNamespace(target=1, answer=(1, 4, 2)),
+        SimpleNamespace(target=3, answer=(3,)),
+        SimpleNamespace(target=0, answer=(0, 5)),
+    ]
+    w_u = torch.randn(6, 7, generator=g)
+    h, tail_h = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
+    later = torch.tensor([4, 2, 5])  # the answers' later tokens, entry by entry
+    written = Written(
+        entries=entries,
+        values=correction_values(w_u, h @ w_u, torch.tensor([1, 3, 0])),
+        symbol_keys=torch.zeros(3, 6),
+        token_keys=torch.zeros(0, 6),
+        token_owner=torch.zeros(0, dtype=torch.long),
+        token_role=torch.zeros(0, dtype=torch.long),
+        answer_states=h,
+        answer_entropy=torch.zeros(3),
+        tail_values=correction_values(w_u, tail_h @ w_u, later) if with_tail else None,
+        tail_owner=torch.tensor([0, 0, 2]) if with_tail else None,
+        tail_states=tail_h if with_tail else None,
+    )
+    return written, w_u, later
+
+
+def test_refine_written_refines_every_value_through_the_linear_unembedding(monkeypatch):
+    from fmi import values
+    from fmi.refine import refine_written
+    from fmi.sites import UNEMBED_IN
+
+    written, w_u, later = _written()
+    b_u = torch.zeros(7)
+    seen = {}
+
+    def unembedding(bridge, linear_only=False):
+        seen["bridge"], seen["linear_only"] = bridge, linear_only
+        return w_u, b_u
+
+    monkeypatch.setattr(values, "unembedding", unembedding)
+    model = SimpleNamespace(bridge="the bridge")
+    assert refine_written(model, written, UNEMBED_IN, 2.0, 1) is written  # one step: unchanged
+    got = refine_written(model, written, UNEMBED_IN, 2.0, 4)
+    assert seen == {"bridge": "the bridge", "linear_only": True}
+    first = torch.tensor([1, 3, 0])
+    want = refined_values(written.answer_states, written.values, w_u, b_u, first, 2.0, 4)
+    assert torch.equal(got.values, want)
+    assert torch.allclose(2.0 * got.values, _naive(written.answer_states, w_u, b_u, first, 2.0, 4))
+    tail = _naive(written.tail_states, w_u, b_u, later, 2.0, 4) / 2.0
+    assert torch.allclose(got.tail_values, tail, atol=1e-5)
+    assert got.entries is written.entries and torch.equal(got.tail_owner, written.tail_owner)
+    assert not torch.equal(got.values, written.values)
+
+    bare, _, _ = _written(with_tail=False)
+    got = refine_written(model, bare, UNEMBED_IN, 2.0, 4)
+    assert got.tail_values is None and not torch.equal(got.values, bare.values)
+
+
+def test_refine_written_refuses_a_site_before_the_unembedding():
+    from fmi.errors import ConfigError
+    from fmi.refine import refine_written
+
+    written, _, _ = _written()
+    want = (
+        "refined values need injection at 'ln_final.hook_out', not 'blocks.1.hook_resid_pre'; "
+        "use refine_steps=(1,)"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(want)}$"):
+        refine_written(None, written, "blocks.1.hook_resid_pre", 2.0, 3)
+
+
+def test_refined_values_edge_cases():
+    g = torch.Generator().manual_seed(3)
+    h, w_u, b_u = torch.randn(1, 4, generator=g), torch.randn(4, 5, generator=g), torch.zeros(5)
+    t = torch.tensor([2])
+    seed = correction_values(w_u, h @ w_u, t)
+    one_row = refined_values(h, seed, w_u, b_u, t, 1.5, 3)  # a single row is refined too
+    assert torch.allclose(1.5 * one_row, _naive(h, w_u, b_u, t, 1.5, 3), atol=1e-5)
+    empty = torch.zeros(0, 4)
+    assert refined_values(empty, empty, w_u, b_u, t[:0], 1.5, 3) is empty
+    with pytest.raises(ValueError, match="^refinement needs at least one step, got 0$"):
+        refined_values(h, seed, w_u, b_u, t, 1.5, 0)
+
+
+def test_refine_seconds_are_elapsed_times():
+    h, w_u, b_u = torch.zeros(2, 3), torch.eye(3), torch.zeros(3)
+    _, seconds = refine(h, w_u, b_u, torch.tensor([0, 1]), 1.0, [1, 2])
+    assert set(seconds) == {1, 2} and 0 <= seconds[1] <= seconds[2] < 60
+
+
+def test_refine_written_keeps_an_empty_tail_empty(monkeypatch):
+    from dataclasses import replace
+
+    from fmi import values
+    from fmi.refine import refine_written
+    from fmi.sites import UNEMBED_IN
+
+    written, w_u, _ = _written()
+    entries = [SimpleNamespace(target=e.target, answer=(e.target,)) for e in written.entries]
+    empty = torch.zeros(0, 6)
+    one_token = replace(written, entries=entries, tail_values=empty, tail_states=empty)
+    unembed = (w_u, torch.zeros(7))
+    monkeypatch.setattr(values, "unembedding", lambda bridge, linear_only=False: unembed)
+    got = refine_written(SimpleNamespace(bridge=None), one_token, UNEMBED_IN, 2.0, 3)
+    assert got.tail_values is empty  # no later answer tokens: nothing to refine, not None

@@ -47,3 +47,31 @@ def test_the_bench_figures_quoted_equal_the_json():
     assert f"{m['memory_s']:.3f} / {m['plain_s']:.3f} s =\n  **{m['generation_ratio']:.3f}**" in (
         README
     )
+
+
+def _intervals(node, path=""):
+    """Every ``ci95`` interval in a results document, with where it sits."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "ci95" and isinstance(value, dict):
+                yield from ((f"{path}/{m}", iv) for m, iv in value.items())
+            else:
+                yield from _intervals(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _intervals(value, f"{path}[{i}]")
+
+
+RESULTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "results").rglob("*.json"))
+
+
+@pytest.mark.parametrize("path", RESULTS)
+def test_no_committed_interval_is_zero_width(path):
+    found = list(_intervals(json.loads((ROOT / path).read_text())))
+    flat = [(where, iv) for where, iv in found if iv[0] == iv[1]]
+    assert not flat, flat[:5]
+
+
+def test_the_interval_walk_finds_nested_intervals():
+    doc = {"a": [{"ci95": {"read": [0.1, 0.2]}}], "ci95": {"plain": [0.0, 0.0]}}
+    assert sorted(_intervals(doc)) == [("/a[0]/read", [0.1, 0.2]), ("/plain", [0.0, 0.0])]

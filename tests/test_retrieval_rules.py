@@ -3,12 +3,15 @@ decision and what counts as retrieving right, on hand-made scores and a hand-mad
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from fmi.errors import ConfigError
 from fmi.memory import Entry
 from fmi.retrieval import (
+    MODES,
     QueryScores,
     choose,
     decide,
@@ -76,15 +79,28 @@ def test_dual_key_clamps_each_channel_at_zero_then_multiplies():
 @pytest.mark.parametrize(
     ("mode", "scores", "bank", "gate", "message"),
     [
-        ("both_top1", QueryScores(RAW, None, SYM, CTX), Bank(), None, "needs a trained projector"),
-        ("context_gate", SCORES, Bank(), None, "needs the query's context"),
-        ("dual_key_learned", SCORES, Bank(), None, "needs fitted weights"),
-        ("nope", SCORES, Bank(), None, "unknown mode 'nope'"),
-        ("dual_key", QueryScores(RAW, PROJ, None, CTX), Bank(), None, "'symbol' was not"),
+        (
+            "both_top1",
+            QueryScores(RAW, None, SYM, CTX),
+            Bank(),
+            None,
+            "mode both_top1 needs a trained projector",
+        ),
+        ("context_gate", SCORES, Bank(), None, "context_gate needs the query's context"),
+        ("dual_key_learned", SCORES, Bank(), None, "dual_key_learned needs fitted weights"),
+        ("nope", SCORES, Bank(), None, "unknown mode 'nope'; modes are " + ", ".join(MODES)),
+        (
+            "dual_key",
+            QueryScores(RAW, PROJ, None, CTX),
+            Bank(),
+            None,
+            "score channel 'symbol' was not computed for these queries",
+        ),
     ],
 )
 def test_a_mode_without_its_inputs_is_refused(mode, scores, bank, gate, message):
-    with pytest.raises(ConfigError, match=message):
+    """The whole message, so that a garbled one fails too."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         mode_scores(mode, scores, bank, gate)
 
 
@@ -148,13 +164,13 @@ def test_retrieved_right_is_the_exact_binding_or_for_average_the_symbol():
     ]
 
 
-def test_calibrated_thresholds_and_training_retrieval_by_hand():
+def _calibrated(raw, proj):
+    """``_thresholds`` on two reads (entries 0 and 2, game A), a plain and an unrelated prompt,
+    with fixed symbol and context channels and the given raw and projected scores."""
     from types import SimpleNamespace
 
     from fmi.calibrate import _thresholds
 
-    raw = torch.tensor([[0.2, 0.9, 0.1], [0.1, 0.2, 0.7], [0.3, 0.3, 0.3], [0.0, 0.4, 0.1]])
-    proj = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.2, 0.8], [0.4, 0.5, 0.1], [0.6, 0.0, 0.3]])
     sym = torch.tensor([[1, 0.5, 0], [0, 0, 1], [0.5, 0.5, 0.5], [0.2, 0.1, 0]])
     ctx = torch.tensor([[1, 0, 1], [1, 0, 0.5], [0.4, 1, 0.2], [1, 1, 1]])
     qs = SimpleNamespace(
@@ -163,7 +179,13 @@ def test_calibrated_thresholds_and_training_retrieval_by_hand():
         gate=["game A", "game A", None, None],
     )
     bank = Bank(dual_weights=torch.zeros(4))
-    thr, retrieval = _thresholds(bank, QueryScores(raw, proj, sym, ctx), qs, 0.0)
+    return _thresholds(bank, QueryScores(raw, proj, sym, ctx), qs, 0.0)
+
+
+def test_calibrated_thresholds_and_training_retrieval_by_hand():
+    raw = torch.tensor([[0.2, 0.9, 0.1], [0.1, 0.2, 0.7], [0.3, 0.3, 0.3], [0.0, 0.4, 0.1]])
+    proj = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.2, 0.8], [0.4, 0.5, 0.1], [0.6, 0.0, 0.3]])
+    thr, retrieval = _calibrated(raw, proj)
     # positives that retrieved right vs the best score of every negative, midway in the gap
     assert thr["both_top1"] == pytest.approx((0.6 + 0.8) / 2)
     assert thr["average"] == pytest.approx((0.6 + 0.8) / 2)
@@ -179,3 +201,135 @@ def test_calibrated_thresholds_and_training_retrieval_by_hand():
         "dual_key": 1.0,
         "dual_key_learned": 0.5,
     }
+
+
+def test_thresholds_count_only_positives_that_retrieved_right():
+    # q0 asks for entry 0 (dax, game A): raw picks entry 1 with 0.5, proj picks entry 1 (dax,
+    # game B), right for ``average`` only; q1 asks for entry 2 (wug): raw right with 0.7, proj
+    # picks entry 1 (a dax), wrong for every mode
+    raw = torch.tensor([[0.2, 0.5, 0.1], [0.1, 0.2, 0.7], [0.3, 0.3, 0.3], [0.0, 0.4, 0.1]])
+    proj = torch.tensor([[0.1, 0.9, 0.2], [0.3, 0.85, 0.8], [0.4, 0.5, 0.1], [0.6, 0.0, 0.3]])
+    thr, retrieval = _calibrated(raw, proj)
+    assert thr["raw_both_top1"] == pytest.approx((0.4 + 0.7) / 2)  # not 0.5, retrieved wrong
+    assert thr["both_top1"] == pytest.approx(0.6 + 1e-6)  # no positive retrieved right
+    assert thr["average"] == pytest.approx((0.6 + 0.9) / 2)  # q0's symbol is right
+    assert (retrieval["raw_both_top1"], retrieval["both_top1"], retrieval["average"]) == (
+        0.5,
+        0.0,
+        0.5,
+    )
+
+
+def test_retrieved_right_needs_one_target_per_query():
+    with pytest.raises(ValueError):
+        retrieved_right("average", torch.tensor([0, 1]), [0, 1, 2], Bank())
+
+
+def test_token_channels_are_maxsim_per_role_against_a_naive_loop():
+    from fmi.memory import CONTEXT_ROLE, SYMBOL_ROLE
+    from fmi.retrieval import token_channels
+
+    g = torch.Generator().manual_seed(0)
+    queries = torch.randn(2, 3, 4, generator=g)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    keys = torch.randn(7, 4, generator=g)
+    owner = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    role = torch.tensor([0, 1, 1, 0, 1, 0, 1])
+    assert (SYMBOL_ROLE, CONTEXT_ROLE) == (0, 1)
+    sym, ctx = token_channels(queries, mask, keys, owner, role, 3)
+    cos = torch.nn.functional.cosine_similarity
+    for r, got in ((0, sym), (1, ctx)):
+        for q in range(2):
+            for e in range(3):
+                toks = [m for m in range(7) if owner[m] == e and role[m] == r]
+                # MaxSim: each key token's best query token, averaged over the key tokens
+                best = [
+                    max(float(cos(queries[q, p], keys[m], dim=0)) for p in range(3) if mask[q, p])
+                    for m in toks
+                ]
+                assert float(got[q, e]) == pytest.approx(sum(best) / len(best), abs=1e-5)
+
+
+def test_decide_reads_the_memory_and_the_gate():
+    gate = ["game B", None]  # q0 may open game B's bank only; q1 names no context
+    d = decide("context_gate", SCORES, Bank(), gate=gate)
+    assert d.entry.tolist() == [1, -1]  # entry 1 is dax in game B; nothing opens for q1
+    assert torch.equal(d.vectors[1], torch.zeros(2))  # even with no threshold (-inf)
+    bank = Bank(dual_weights=torch.tensor([0.0, 0.0, 0.0, -1.0]), thresholds={})
+    d = decide("dual_key_learned", SCORES, bank)  # the weights come from the memory
+    want = torch.sigmoid(torch.tensor(-1.0))
+    assert torch.allclose(d.score, torch.stack([want, want]))
+
+
+class _Spy:
+    """Records the calls ``read_decide`` makes, and answers each with a marker."""
+
+    def __init__(self, monkeypatch):
+        from fmi import retrieval
+
+        self.calls = []
+        for name in ("score_queries", "decide", "searched_top1", "choose"):
+            monkeypatch.setattr(retrieval, name, self._fake(name))
+
+    def _fake(self, name):
+        def fake(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return ("best", "idx", "rescored") if name == "searched_top1" else name
+
+        return fake
+
+
+@pytest.mark.parametrize(
+    "mode, size, min_search, path",
+    [
+        ("dual_key", 3, 4, "matrix"),  # a bank below min_search: the full score matrix
+        ("dual_key", 4, 4, "search"),  # from min_search on: the exact search
+        ("context_gate", 4, 4, "matrix"),  # a mode the search does not serve
+    ],
+)
+def test_read_decide_chooses_matrix_or_search(monkeypatch, mode, size, min_search, path):
+    import inspect
+
+    from fmi.retrieval import read_decide
+
+    assert inspect.signature(read_decide).parameters["min_search"].default == 4096
+    spy = _Spy(monkeypatch)
+    bank = Bank(thresholds={"dual_key": 0.25})
+    bank.entries = bank.entries[:1] * size
+    acts = (["sym"], ["tok"], ["content"])
+    got = read_decide(bank, mode, *acts, gate=["game A"], min_search=min_search)
+    if path == "matrix":
+        assert got == "decide"
+        assert spy.calls == [
+            ("score_queries", (bank, *acts), {"modes": (mode,)}),
+            ("decide", (mode, "score_queries", bank), {"gate": ["game A"]}),
+        ]
+    else:
+        assert got == "choose"
+        assert spy.calls == [
+            ("searched_top1", (bank, mode, *acts, 0.25), {}),
+            ("choose", (mode, "best", "idx", bank), {}),
+        ]
+
+
+def test_read_decide_searches_without_a_threshold_when_the_mode_has_none(monkeypatch):
+    from fmi.retrieval import read_decide
+
+    spy = _Spy(monkeypatch)
+    read_decide(Bank(), "both_top1", [], [], [], min_search=1)
+    assert spy.calls[0][1][-1] == float("-inf")
+
+
+def test_choose_follows_the_memorys_device():
+    """Scores computed elsewhere (the search) are moved to the values' device; ``meta`` stands in
+    for a second device on a CPU-only machine."""
+    bank = Bank()
+    bank.values = torch.zeros(3, 2, device="meta")
+    d = choose("dual_key", torch.tensor([0.5, 0.2]), torch.tensor([1, 2]), bank)
+    assert d.entry.device.type == "meta" and d.vectors.device.type == "meta"
+
+
+def test_the_context_gate_mask_follows_the_scores_device():
+    meta = QueryScores(RAW, PROJ.to("meta"), SYM, CTX)
+    got = mode_scores("context_gate", meta, Bank(), gate=["game B", None])
+    assert got.device.type == "meta"

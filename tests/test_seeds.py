@@ -30,7 +30,7 @@ def test_seeds_run_each_seed_and_summarize(capsys, tmp_path):
     assert main([*TINY, "--seeds", "101,102", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| seed 101 |" in printed and "| seed 102 |" in printed
-    assert "seeds 101, 102: mean [min, max] over seeds" in printed
+    assert "seeds 101, 102: mean over seeds (lowest–highest seed: a range" in printed
     doc = json.loads(out.read_text())
     assert doc["seeds"] == [101, 102] and set(doc["per_seed"]) == {"101", "102"}
     a, b = doc["per_seed"]["101"], doc["per_seed"]["102"]

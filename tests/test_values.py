@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -116,5 +118,36 @@ def test_written_values_equal_the_models_own_logits(fixture, request):
 
 def test_a_soft_capped_head_is_refused(tiny_gemma, monkeypatch):
     monkeypatch.setattr(tiny_gemma.hf_model.config, "final_logit_softcapping", 30.0)
-    with pytest.raises(ConfigError, match="final_logit_softcapping=30.0"):
+    want = (
+        "this model soft-caps its logits (final_logit_softcapping=30.0), so they are not "
+        "h @ W_U + b_U and the streamed correction value would be wrong for it"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(want)}$"):
         unembedding(tiny_gemma.bridge, linear_only=True)
+    w_u, _ = unembedding(tiny_gemma.bridge)  # by default a soft-capped head is read as it is
+    assert torch.equal(w_u, tiny_gemma.bridge.W_U.float())
+
+
+def test_unembedding_reads_the_bias_or_gives_zeros():
+    from types import SimpleNamespace
+
+    w = torch.arange(6.0).reshape(2, 3)
+    got = unembedding(SimpleNamespace(W_U=w, b_U=torch.tensor([1.0, -2.0, 3.0])))
+    assert torch.equal(got[0], w) and torch.equal(got[1], torch.tensor([1.0, -2.0, 3.0]))
+    assert torch.equal(unembedding(SimpleNamespace(W_U=w, b_U=None))[1], torch.zeros(3))
+    assert torch.equal(unembedding(SimpleNamespace(W_U=w))[1], torch.zeros(3))  # no bias at all
+    no_config = SimpleNamespace(W_U=w, original_model=SimpleNamespace())
+    assert torch.equal(unembedding(no_config, linear_only=True)[1], torch.zeros(3))
+
+
+def test_streamed_values_cover_every_row_and_every_column():
+    """More rows than dimensions, blocks of 3 rows, and most of the mass on column 0."""
+    gen = torch.Generator().manual_seed(2)
+    w_u, h = torch.randn(4, 50, generator=gen), torch.randn(20, 4, generator=gen)
+    b_u = torch.zeros(50)
+    b_u[0] = 12.0
+    targets = torch.randint(0, 50, (20,), generator=gen)
+    probs, entropy = distribution(h @ w_u + b_u)
+    values, ent = streamed_values(h, w_u, b_u, targets, chunk=7, rows=3)
+    torch.testing.assert_close(values, values_from_probs(w_u, probs, targets), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ent, entropy, rtol=1e-4, atol=1e-5)

@@ -58,9 +58,10 @@ def read_panel(curve: list[dict], lora: list[dict]) -> Panel:
     )
     return Panel(
         fig,
-        "Greedy exact match on read prompts vs bank size (95% bootstrap intervals), with the two "
-        "ways it fails kept apart: retrieval (the top entry is the prompt's own binding) and "
-        "injection (read accuracy with the right value injected, which does not depend on N). "
+        "Greedy exact match on read prompts vs bank size (95% cluster intervals over symbols), "
+        "with the two ways it fails kept apart: retrieval (the top entry is the prompt's own "
+        "binding) and injection (read accuracy with the right value injected, which does not "
+        "depend on N). "
         "Where read follows retrieval down, retrieval is the bottleneck. Squares: LoRA adapters "
         "trained on the same statements.",
     )
@@ -210,7 +211,11 @@ def table_panel(curve: list[dict], lora: list[dict]) -> Panel:
         )
     )
     fig.update_layout(height=120 + 32 * len(curve), margin={"l": 0, "r": 0, "t": 30, "b": 0})
-    return Panel(fig, "Every (size, mode) row with 95% bootstrap intervals.")
+    return Panel(
+        fig,
+        "Every (size, mode) row with 95% intervals (cluster over symbols; Wilson for plain and "
+        "unrelated prompts).",
+    )
 
 
 def finding(curve: list[dict]) -> str:

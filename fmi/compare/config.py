@@ -20,7 +20,8 @@ class CompareConfig:
     The memory is fitted exactly as ``fmi recall --seed-value`` fits it (``recall``, default
     :meth:`RecallConfig.seed_value`: the unrefined first-token value, which the iterated rows
     refine; its model, task, seed and sizes follow the fields here). Baselines are then scored
-    on ``splits`` with the same prompts, metrics and bootstrap intervals.
+    on ``splits`` with the same prompts, metrics and 95% intervals (cluster over symbols for reads
+    and writes, Wilson for plain and unrelated prompts).
 
     - ``steering_layers``: residual layers the steering sweep visits, evenly spaced (the final
       norm's output is always added); ``steering_alphas`` scale a unit steering vector to a
@@ -35,8 +36,9 @@ class CompareConfig:
     - ``soft_prefix``: GradMem as its paper describes it, ``K`` memory tokens prepended to every
       question (:mod:`fmi.compare.soft_prefix`, its sizes, steps and tuned learning rates).
     - ``grace_*``: GRACE's layer (fraction of depth), the initial radii tried on
-      ``grace_tune_symbols`` training symbols (in units of the median key distance), and its
-      value training (Adam steps, learning rate).
+      ``grace_tune_symbols`` training symbols (in units of the median key distance between the
+      edits; the grid runs past 1 because on Gemma-3, seed 101, no training question fell
+      within 0.8 of a code), and its value training (Adam steps, learning rate).
     """
 
     model: str = "auto"
@@ -58,7 +60,7 @@ class CompareConfig:
     gradmem_tune_symbols: int = 12
     entropy_keep: float = 0.99
     grace_depth: float = 0.5
-    grace_eps_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
+    grace_eps_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.2, 1.6, 2.4)
     grace_tune_symbols: int = 24
     grace_steps: int = 20
     grace_lr: float = 1.0

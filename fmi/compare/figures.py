@@ -55,7 +55,8 @@ def _table(name: str, rows: list[dict]) -> Panel:
     fig.update_layout(title=f"split {name}")
     return Panel(
         fig,
-        f"Split {name}: greedy exact match (word level) with 95% bootstrap intervals; higher is "
+        f"Split {name}: greedy exact match (word level) with 95% intervals (reads: cluster over "
+        "symbols; plain, unrelated: Wilson); higher is "
         "better for write and read, lower for plain, unrelated and unrelated_changed. fwd/bwd "
         "count forward and backward passes per written binding (steering: in all, once), write s "
         "the measured wall time of writing the split.",

@@ -2,7 +2,7 @@
 
 Every method hands per-query greedy outputs on the same :class:`~fmi.evaluate.SplitRun` to
 :func:`score`, which applies the recall experiment's own metrics (:func:`fmi.evaluate.hits`) and
-bootstrap intervals (:func:`fmi.evaluate.summarize`).
+95% intervals, clustered by symbol for reads (:func:`fmi.evaluate.summarize`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 from fmi.compare.config import CompareConfig
 from fmi.compare.figures import COLUMNS, markdown_table
-from fmi.seeds import summarize_seeds
+from fmi.seeds import RANGE_NOTE, summarize_seeds
 
 
 def by_method(doc: dict) -> dict:
@@ -70,7 +70,7 @@ def run_compare_seeds(
 
 def seeds_markdown(doc: dict) -> str:
     """One table per split: each method's mean over seeds and its range, per metric."""
-    lines = [f"seeds {', '.join(map(str, doc['seeds']))}: mean [min, max] over seeds"]
+    lines = [f"seeds {', '.join(map(str, doc['seeds']))}: {RANGE_NOTE}"]
     summary = doc["summary"]
     splits = list(dict.fromkeys(s for per in summary.values() for s in per))
     for split in splits:
@@ -79,7 +79,7 @@ def seeds_markdown(doc: dict) -> str:
         for method, per in summary.items():
             row = per.get(split, {})
             cells = [
-                f"{row[m]['mean']:.3f} [{row[m]['min']:.3f}, {row[m]['max']:.3f}]"
+                f"{row[m]['mean']:.3f} ({row[m]['min']:.3f}–{row[m]['max']:.3f})"
                 if m in row
                 else "n/a"
                 for m in COLUMNS
