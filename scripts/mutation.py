@@ -98,6 +98,29 @@ EQUIVALENT: dict[str, str] = {
     "fmi.refine.x_refine_written__mutmut_17": "torch infers int64 (torch.long) from Python ints",
     "fmi.retrieval.x_choose__mutmut_13": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
     "fmi.retrieval.x_read_decide__mutmut_31": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
+    "fmi.metrics.x_distribution__mutmut_6": "log_softmax over dim +1 of 2-D logits is dim -1",
+    "fmi.metrics.x_distribution__mutmut_12": "the sum over dim +1 of [n, vocab] is over dim -1",
+    "fmi.retrieval.x_mode_scores__mutmut_29": "torch infers bool from nested lists of bools",
+    "fmi.retrieval.x_mode_scores__mutmut_31": "torch infers bool from nested lists of bools",
+    "fmi.values.x_streamed_values__mutmut_1": (
+        "the block size: the same values up to float rounding (tested at other sizes)"
+    ),
+    "fmi.values.x_streamed_values__mutmut_2": (
+        "the row-block size: the same values up to float rounding (tested at other sizes)"
+    ),
+    "fmi.values.x_streamed_values__mutmut_18": "x is float32 (h.float()), torch.full's default",
+    "fmi.values.x_streamed_values__mutmut_22": "x is float32 (h.float()), torch.full's default",
+    "fmi.values.x_streamed_values__mutmut_28": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
+    "fmi.refine.x_refine_written__mutmut_39": (
+        "int64 is inferred from Python ints; an empty list gives float32, but then there are no"
+        " tail rows and refined_values returns before it indexes"
+    ),
+    "fmi.refine.x_refine_written__mutmut_41": (
+        "int64 is inferred from Python ints; an empty list gives float32, but then there are no"
+        " tail rows and refined_values returns before it indexes"
+    ),
+    "fmi.retrieval.x_choose__mutmut_22": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
+    "fmi.retrieval.x_mode_scores__mutmut_43": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
 }
 
 KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # failed, pytest error, timeout, crash

@@ -172,3 +172,28 @@ def test_refine_written_keeps_an_empty_tail_empty(monkeypatch):
     monkeypatch.setattr(values, "unembedding", lambda bridge, linear_only=False: unembed)
     got = refine_written(SimpleNamespace(bridge=None), one_token, UNEMBED_IN, 2.0, 3)
     assert got.tail_values is empty  # no later answer tokens: nothing to refine, not None
+
+
+def test_refine_written_edge_cases(monkeypatch):
+    from dataclasses import replace
+
+    from fmi import values
+    from fmi.refine import refine_written
+    from fmi.sites import UNEMBED_IN
+
+    written, w_u, _ = _written()
+    unembed = (w_u, torch.zeros(7))
+    monkeypatch.setattr(values, "unembedding", lambda bridge, linear_only=False: unembed)
+    model = SimpleNamespace(bridge=None)
+    # tail values without the states they came from: left as they are
+    no_states = replace(written, tail_states=None)
+    assert refine_written(model, no_states, UNEMBED_IN, 2.0, 3).tail_values is written.tail_values
+    # states without tail values: nothing to refine
+    no_tail = replace(written, tail_values=None)
+    assert refine_written(model, no_tail, UNEMBED_IN, 2.0, 3).tail_values is None
+    # an empty memory stays empty
+    empty = replace(written, entries=[], values=torch.zeros(0, 6), answer_states=torch.zeros(0, 6))
+    got = refine_written(
+        model, replace(empty, tail_values=None, tail_states=None), UNEMBED_IN, 2.0, 3
+    )
+    assert got.values.shape == (0, 6)

@@ -288,11 +288,8 @@ class _Spy:
     ],
 )
 def test_read_decide_chooses_matrix_or_search(monkeypatch, mode, size, min_search, path):
-    import inspect
-
     from fmi.retrieval import read_decide
 
-    assert inspect.signature(read_decide).parameters["min_search"].default == 4096
     spy = _Spy(monkeypatch)
     bank = Bank(thresholds={"dual_key": 0.25})
     bank.entries = bank.entries[:1] * size
@@ -333,3 +330,19 @@ def test_the_context_gate_mask_follows_the_scores_device():
     meta = QueryScores(RAW, PROJ.to("meta"), SYM, CTX)
     got = mode_scores("context_gate", meta, Bank(), gate=["game B", None])
     assert got.device.type == "meta"
+
+
+@pytest.mark.parametrize("size, path", [(4095, "decide"), (4096, "choose")])
+def test_read_decide_searches_from_4096_entries_by_default(monkeypatch, size, path):
+    from fmi.retrieval import read_decide
+
+    _Spy(monkeypatch)
+    bank = Bank()
+    bank.entries = bank.entries[:1] * size
+    assert read_decide(bank, "dual_key", [], [], []) == path
+
+
+def test_choose_injects_the_chosen_entrys_own_value():
+    d = choose("dual_key", torch.tensor([0.9, 0.8]), torch.tensor([0, 2]), Bank(alpha=2.0))
+    assert d.entry.tolist() == [0, 2]
+    assert torch.equal(d.vectors, torch.tensor([[2.0, 0.0], [6.0, 6.0]]))

@@ -151,3 +151,25 @@ def test_streamed_values_cover_every_row_and_every_column():
     values, ent = streamed_values(h, w_u, b_u, targets, chunk=7, rows=3)
     torch.testing.assert_close(values, values_from_probs(w_u, probs, targets), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ent, entropy, rtol=1e-4, atol=1e-5)
+
+
+def test_streamed_values_stay_on_the_inputs_device():
+    """``meta`` stands in for a second device on a CPU-only machine."""
+    h, w_u, b_u = torch.zeros(3, 4), torch.zeros(4, 10), torch.zeros(10)
+    values, ent = streamed_values(
+        h.to("meta"), w_u.to("meta"), b_u.to("meta"), torch.tensor([0, 1, 2]).to("meta"), chunk=4
+    )
+    assert values.device.type == "meta" and ent.device.type == "meta"
+
+
+def test_streamed_values_shift_each_row_by_its_own_max():
+    """Rows whose logits sit hundreds of nats apart: one shared shift would underflow the lower
+    row's exponentials to 0 (and its value to nan)."""
+    w_u = torch.tensor([[1.0, 0.5, 0.2, 0.1]])  # row 1's logits peak at -30, row 0's at +300
+    h = torch.tensor([[300.0], [-300.0]])
+    targets = torch.tensor([0, 2])
+    probs, entropy = distribution(h @ w_u)
+    values, ent = streamed_values(h, w_u, torch.zeros(4), targets, chunk=2)
+    assert torch.isfinite(values).all() and torch.isfinite(ent).all()
+    torch.testing.assert_close(values, values_from_probs(w_u, probs, targets))
+    torch.testing.assert_close(ent, entropy, rtol=1e-4, atol=1e-5)
