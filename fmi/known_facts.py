@@ -40,13 +40,16 @@ def load_known_facts(path: str | Path | None = None) -> list[KnownFact]:
     """Every record of ``path`` (default: the vendored file) as a :class:`KnownFact`. A record
     that lacks a field, or whose template has no ``{}`` for the subject, is refused in one line
     naming its index and the field."""
-    records = json.loads(Path(path or known_facts_path()).read_text())
+    source = Path(path) if path is not None else known_facts_path()
+    records = json.loads(source.read_text())
     if not isinstance(records, list):
-        raise ConfigError(f"{path}: known facts must be a JSON list of records")
+        raise ConfigError(f"{source}: known facts must be a JSON list of records")
     facts = []
     for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ConfigError(f"known fact {i}: not a JSON object")
         for name in FIELDS:
-            if not isinstance(rec, dict) or name not in rec:
+            if name not in rec:
                 raise ConfigError(f"known fact {i}: missing field {name!r}")
         if "{}" not in rec["template"]:
             raise ConfigError(f"known fact {i}: field 'template' has no {{}} for the subject")

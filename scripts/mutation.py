@@ -55,6 +55,15 @@ SCOPE = (
 )
 
 _NAN = 'float("NAN") is float("nan"): the same value'
+_NEG_INF = 'float("-INF") is float("-inf"): the same value'
+_FLOAT_LABELS = "float 0/1 labels: LogisticRegression finds the same two classes and the same fit"
+_BOOL = "torch infers bool from (nested) lists of bools"
+_LONG = "torch infers int64 (torch.long) from Python ints"
+_LONG_OR_EMPTY = (
+    "int64 is inferred from Python ints; an empty list gives float32, but then there are no"
+    " tail rows and refined_values returns before it indexes"
+)
+_FLOAT32 = "x is float32 (h.float()), torch.full's default"
 _STRICT = "the lengths are checked (or cannot differ) before this zip, so strict changes nothing"
 _NO_STRICT = "strict=False is zip's default"
 EQUIVALENT: dict[str, str] = {
@@ -63,12 +72,8 @@ EQUIVALENT: dict[str, str] = {
     "fmi.metrics.x_answer_prefix__mutmut_12": _NO_STRICT,
     "fmi.metrics.x_rate__mutmut_2": "np.mean([]) is nan too (with a warning)",
     "fmi.metrics.x_rate__mutmut_7": _NAN,
-    "fmi.calibrate.x__fit_dual_weights__mutmut_12": (
-        "float 0/1 labels: LogisticRegression finds the same two classes and the same fit"
-    ),
-    "fmi.calibrate.x__fit_dual_weights__mutmut_14": (
-        "float 0/1 labels: LogisticRegression finds the same two classes and the same fit"
-    ),
+    "fmi.calibrate.x__fit_dual_weights__mutmut_12": _FLOAT_LABELS,
+    "fmi.calibrate.x__fit_dual_weights__mutmut_14": _FLOAT_LABELS,
     "fmi.calibrate.x__fit_dual_weights__mutmut_39": "numpy reads reshape(-2) as reshape(-1)",
     "fmi.retrieval.x_top_k__mutmut_15": "topk's default dim is -1: dim 1 of the 2-D scores",
     "fmi.intervals.x_wilson__mutmut_5": _NAN,
@@ -92,35 +97,29 @@ EQUIVALENT: dict[str, str] = {
     "fmi.intervals.x_cluster_interval__mutmut_4": _NAN,
     "fmi.intervals.x_cluster_interval__mutmut_7": _NAN,
     "fmi.values.x_correction_values__mutmut_11": "softmax over dim +1 of 2-D logits is dim -1",
-    "fmi.retrieval.x_retrieved_right__mutmut_6": "torch infers bool from a list of bools",
-    "fmi.retrieval.x_retrieved_right__mutmut_8": "torch infers bool from a list of bools",
-    "fmi.refine.x_refine_written__mutmut_15": "torch infers int64 (torch.long) from Python ints",
-    "fmi.refine.x_refine_written__mutmut_17": "torch infers int64 (torch.long) from Python ints",
-    "fmi.retrieval.x_choose__mutmut_13": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
-    "fmi.retrieval.x_read_decide__mutmut_31": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
+    "fmi.retrieval.x_retrieved_right__mutmut_6": _BOOL,
+    "fmi.retrieval.x_retrieved_right__mutmut_8": _BOOL,
+    "fmi.refine.x_refine_written__mutmut_15": _LONG,
+    "fmi.refine.x_refine_written__mutmut_17": _LONG,
+    "fmi.retrieval.x_choose__mutmut_13": _NEG_INF,
+    "fmi.retrieval.x_read_decide__mutmut_31": _NEG_INF,
     "fmi.metrics.x_distribution__mutmut_6": "log_softmax over dim +1 of 2-D logits is dim -1",
     "fmi.metrics.x_distribution__mutmut_12": "the sum over dim +1 of [n, vocab] is over dim -1",
-    "fmi.retrieval.x_mode_scores__mutmut_29": "torch infers bool from nested lists of bools",
-    "fmi.retrieval.x_mode_scores__mutmut_31": "torch infers bool from nested lists of bools",
+    "fmi.retrieval.x_mode_scores__mutmut_29": _BOOL,
+    "fmi.retrieval.x_mode_scores__mutmut_31": _BOOL,
     "fmi.values.x_streamed_values__mutmut_1": (
         "the block size: the same values up to float rounding (tested at other sizes)"
     ),
     "fmi.values.x_streamed_values__mutmut_2": (
         "the row-block size: the same values up to float rounding (tested at other sizes)"
     ),
-    "fmi.values.x_streamed_values__mutmut_18": "x is float32 (h.float()), torch.full's default",
-    "fmi.values.x_streamed_values__mutmut_22": "x is float32 (h.float()), torch.full's default",
-    "fmi.values.x_streamed_values__mutmut_28": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
-    "fmi.refine.x_refine_written__mutmut_39": (
-        "int64 is inferred from Python ints; an empty list gives float32, but then there are no"
-        " tail rows and refined_values returns before it indexes"
-    ),
-    "fmi.refine.x_refine_written__mutmut_41": (
-        "int64 is inferred from Python ints; an empty list gives float32, but then there are no"
-        " tail rows and refined_values returns before it indexes"
-    ),
-    "fmi.retrieval.x_choose__mutmut_22": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
-    "fmi.retrieval.x_mode_scores__mutmut_43": _NAN.replace("NAN", "-INF").replace("nan", "-inf"),
+    "fmi.values.x_streamed_values__mutmut_18": _FLOAT32,
+    "fmi.values.x_streamed_values__mutmut_22": _FLOAT32,
+    "fmi.values.x_streamed_values__mutmut_28": _NEG_INF,
+    "fmi.refine.x_refine_written__mutmut_39": _LONG_OR_EMPTY,
+    "fmi.refine.x_refine_written__mutmut_41": _LONG_OR_EMPTY,
+    "fmi.retrieval.x_choose__mutmut_22": _NEG_INF,
+    "fmi.retrieval.x_mode_scores__mutmut_43": _NEG_INF,
 }
 
 KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # failed, pytest error, timeout, crash

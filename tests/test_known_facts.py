@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -36,6 +37,7 @@ def test_known_structure():
     "record, message",
     [
         ({"subject": "x"}, "known fact 0: missing field 'known_id'"),
+        (["a list"], "known fact 0: not a JSON object"),
         (
             {
                 "known_id": 0,
@@ -52,5 +54,5 @@ def test_known_structure():
 def test_a_malformed_record_is_named(tmp_path, record, message):
     path = tmp_path / "facts.json"
     path.write_text(json.dumps([record]))
-    with pytest.raises(ConfigError, match=f"^{message.replace('{', '[{]').replace('}', '[}]')}$"):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         load_known_facts(path)

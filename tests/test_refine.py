@@ -157,23 +157,6 @@ def test_refine_seconds_are_elapsed_times():
     assert set(seconds) == {1, 2} and 0 <= seconds[1] <= seconds[2] < 60
 
 
-def test_refine_written_keeps_an_empty_tail_empty(monkeypatch):
-    from dataclasses import replace
-
-    from fmi import values
-    from fmi.refine import refine_written
-    from fmi.sites import UNEMBED_IN
-
-    written, w_u, _ = _written()
-    entries = [SimpleNamespace(target=e.target, answer=(e.target,)) for e in written.entries]
-    empty = torch.zeros(0, 6)
-    one_token = replace(written, entries=entries, tail_values=empty, tail_states=empty)
-    unembed = (w_u, torch.zeros(7))
-    monkeypatch.setattr(values, "unembedding", lambda bridge, linear_only=False: unembed)
-    got = refine_written(SimpleNamespace(bridge=None), one_token, UNEMBED_IN, 2.0, 3)
-    assert got.tail_values is empty  # no later answer tokens: nothing to refine, not None
-
-
 def test_refine_written_edge_cases(monkeypatch):
     from dataclasses import replace
 
@@ -191,6 +174,11 @@ def test_refine_written_edge_cases(monkeypatch):
     # states without tail values: nothing to refine
     no_tail = replace(written, tail_values=None)
     assert refine_written(model, no_tail, UNEMBED_IN, 2.0, 3).tail_values is None
+    # no later answer tokens: an empty tail stays the same empty tail, not None
+    entries = [SimpleNamespace(target=e.target, answer=(e.target,)) for e in written.entries]
+    empty = torch.zeros(0, 6)
+    one_token = replace(written, entries=entries, tail_values=empty, tail_states=empty)
+    assert refine_written(model, one_token, UNEMBED_IN, 2.0, 3).tail_values is empty
     # an empty memory stays empty
     empty = replace(written, entries=[], values=torch.zeros(0, 6), answer_states=torch.zeros(0, 6))
     got = refine_written(
