@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fmi-installed
 MODEL ?= auto
 
 
-.PHONY: install lock assets browser test test-fast lint typecheck check mutation recall analyses compare capacity bench clean
+.PHONY: install lock assets browser test test-fast lint typecheck check mutation recall analyses compare capacity edit bench clean
 
 # constraints.txt holds the exact version of every other package (make lock rewrites it), so a
 # fresh clone computes with the same code as the README's runs.
@@ -62,6 +62,9 @@ analyses: $(STAMP)
 
 compare: $(STAMP)
 	$(BIN)/fmi compare --model $(MODEL)
+
+edit: $(STAMP)
+	$(BIN)/fmi edit --model $(MODEL) --json reports/$(MODEL)/edit-known-cf.json
 
 capacity: $(STAMP)
 	$(BIN)/fmi capacity --model $(MODEL) --json reports/$(MODEL)/capacity.json

@@ -8,6 +8,7 @@ import codecs
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from fmi import memory_cli
 from fmi.errors import ConfigError, FmiError
@@ -143,6 +144,44 @@ def _sizes(text: str, flag: str) -> tuple[int, ...]:
         raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
+def _edit(args: argparse.Namespace) -> int:
+    from fmi.edit.config import METHODS, EditConfig
+    from fmi.edit.figures import markdown_table
+    from fmi.edit.run import run_edit, write_outputs
+    from fmi.models import load_model
+    from fmi.seeds import parse_seeds
+
+    methods = tuple(x.strip() for x in (args.methods or ",".join(METHODS)).split(",") if x.strip())
+    quick: dict[str, Any] = (
+        {"scored": 4, "tune_edits": 4, "edits": (1, 4), "unrelated": 12} if args.quick else {}
+    )
+    edits = _sizes(args.edits, "--edits") if args.edits else quick.get("edits", (1, 10, 100, 1000))
+    cfg = EditConfig(
+        model=args.model or ("tiny-gemma" if args.quick else "auto"),
+        data=args.data,
+        format=args.format,
+        methods=methods,
+        edits=edits,
+        seeds=parse_seeds(args.seeds) if args.seeds else (0,),
+        scored=args.scored if args.scored is not None else quick.get("scored", 100),
+        max_new_tokens=args.max_new_tokens,
+        cell_budget_s=args.cell_budget,
+        tune_edits=quick.get("tune_edits", 10),
+        unrelated=quick.get("unrelated", 0),
+    )
+    if not args.data.endswith((".json", ".jsonl")) and args.data not in ("known-cf", "nonce-cf"):
+        raise ConfigError(
+            f"--data must be known-cf, nonce-cf or a .json / .jsonl file, got {args.data!r}"
+        )
+    model = load_model(cfg.model, seed=cfg.seeds[0])
+    doc = run_edit(model, cfg)
+    path = write_outputs(doc, args.json, args.out or Path("reports") / model.name)
+    print(f"model {model.name} | data {doc['data']} | {doc['header']['wall_seconds']} s")
+    print(markdown_table(doc))
+    print(f"wrote {path}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
 def _capacity(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -272,6 +311,21 @@ def parser() -> argparse.ArgumentParser:
         "method's mean and range over seeds (overrides --seed)",
     )
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    e = sub.add_parser("edit", help="knowledge editing: every method on the same edits, T held")
+    e.add_argument(
+        "--data", default="known-cf", help="known-cf, nonce-cf, or a CounterFact / ZsRE file"
+    )
+    e.add_argument("--format", default="auto", help="counterfact, zsre or auto (for --data FILE)")
+    e.add_argument("--methods", help="comma-separated; default: all (fmi edit -h lists them)")
+    e.add_argument("--edits", help="comma-separated T (edits held at once); default 1,10,100,1000")
+    e.add_argument("--seeds", help="comma-separated edit-order seeds; default 0")
+    e.add_argument("--scored", type=int, help="edits scored at every T; default 100")
+    e.add_argument("--max-new-tokens", type=int, default=0, help="greedy tokens (0: auto)")
+    e.add_argument("--cell-budget", type=float, default=900.0, help="write seconds per cell")
+    e.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    e.add_argument("--out", help="output directory; default reports/<model>")
+    e.add_argument("--json", help="also write the results document here")
+    e.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     k = sub.add_parser("capacity", help="read vs bank size, and LoRA adapters on the same data")
     k.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
     k.add_argument("--sizes", help="comma-separated even bank sizes; default 10,100,1000,10000")
@@ -319,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _bench,
         "inspect": _inspect,
         "compare": _compare,
+        "edit": _edit,
         "memory": memory_cli.run,
     }[args.command]
     try:

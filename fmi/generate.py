@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -22,6 +22,8 @@ class Generated:
     tokens: list[tuple[int, ...]]
     label_pick: list[int]  # index into ``label_ids`` of the best-scoring label at step one
     entropy: list[float]  # the first step's next-token entropy (nats), injection included
+    # per text, the first step's log-probabilities of its own ``score_ids`` row (when asked)
+    scores: list[list[float]] = field(default_factory=list)
 
 
 HooksFor = Callable[[Encoded, int], list[tuple[str, HookFn]]]
@@ -34,6 +36,7 @@ def decode(
     hooks_for: HooksFor,
     *,
     label_ids: Int[Tensor, " k"] | None = None,
+    score_ids: Int[Tensor, "n k"] | None = None,
     max_new_tokens: int = 3,
     batch_size: int = 16,
 ) -> Generated:
@@ -41,10 +44,13 @@ def decode(
 
     Left padding puts every prompt's answer position in the last prompt column; the attention
     mask gives each row its own positions, so a padded row decodes as it would alone.
+    ``score_ids`` (one row of token ids per text) asks for the first step's log-probabilities
+    of those ids (``Generated.scores``).
     """
     tokens: list[tuple[int, ...]] = []
     picks: list[int] = []
     entropy: list[float] = []
+    scores: list[list[float]] = []
     bridge = model.bridge
     for start in range(0, len(texts), batch_size):
         enc = encode(model.tokenizer, texts[start : start + batch_size])
@@ -65,7 +71,10 @@ def decode(
         entropy.extend(next_token_entropy(first).tolist())
         if label_ids is not None:
             picks.extend(first[:, label_ids.to(first.device)].argmax(-1).tolist())
-    return Generated(tokens, picks, entropy)
+        if score_ids is not None:
+            ids = score_ids[start : start + len(first)].to(first.device)
+            scores.extend(first.log_softmax(-1).gather(1, ids).tolist())
+    return Generated(tokens, picks, entropy, scores)
 
 
 def greedy(

@@ -215,6 +215,12 @@ def test_splits_are_disjoint_by_subject_and_phrasing(name):
     train_texts = {c.rewrite for c in train} | {p for c in train for p in c.paraphrases}
     eval_texts = {c.rewrite for c in eval_} | {p for c in eval_ for p in c.paraphrases}
     assert not train_texts & eval_texts
+    # a neighbour is never about an edited subject, whatever is held at once
+    neighbours = {n.prompt for c in train + eval_ for n in c.neighbourhood}
+    assert not neighbours & (train_texts | eval_texts)
+    edited = {c.subject for c in train + eval_}
+    assert all(not any(n.prompt == c.prompt.format(s) for s in edited) for c in train + eval_
+               for n in c.neighbourhood)
     for case in train + eval_:
         assert case.target_new != case.target_true
         assert case.rewrite not in case.paraphrases
@@ -232,7 +238,7 @@ def test_known_cf_cases_come_from_the_known_facts():
     for f in facts:
         objects.setdefault(f.relation_id, set()).add(f.attribute)
     train, eval_ = load_bundled("known-cf")
-    assert (len(train), len(eval_)) == (253, 951)
+    assert (len(train), len(eval_)) == (215, 807)
     kept, dropped = known_cf_plan(facts)
     assert len(kept) + len(dropped) == len(facts) == 1209
     for case in train + eval_:
