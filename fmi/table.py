@@ -58,7 +58,11 @@ def results_report(doc: dict) -> str:
     """The text a committed results document renders to in the README: a recall run, a
     several-seed recall run (:func:`fmi.seeds.seeds_report`), a comparison's report document
     (``compare.json``: one Markdown table per split) or a several-seed comparison
-    (:func:`fmi.compare.seeds.seeds_report`)."""
+    (:func:`fmi.compare.seeds.seeds_report`) or an editing benchmark (``fmi edit --json``)."""
+    if "results" in doc and "literature" in doc:
+        from fmi.edit.figures import markdown_table as edit_table
+
+        return edit_table(doc)
     splits = doc.get("data", doc).get("splits")  # compare.json, or what compare --json writes
     if isinstance(splits, dict):
         from fmi.compare.figures import markdown_table

@@ -23,6 +23,18 @@ MODULES = [
     "fmi.compare.entropy_gate",
     "fmi.compare.seeds",
     "fmi.compare.soft_prefix",
+    "fmi.known_facts",
+    "fmi.edit.cases",
+    "fmi.edit.loaders",
+    "fmi.edit.bundled",
+    "fmi.edit.config",
+    "fmi.edit.score",
+    "fmi.edit.methods",
+    "fmi.edit.teacher",
+    "fmi.edit.tune",
+    "fmi.edit.fast",
+    "fmi.edit.figures",
+    "fmi.edit.rome",
 ]
 
 

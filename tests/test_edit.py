@@ -319,3 +319,32 @@ def test_malformed_record_gets_one_line_and_exit_2(tmp_path, capsys):
 def test_unrelated_prompts_are_bundled_for_both_parts():
     train, eval_ = load_unrelated()
     assert len(train) == 200 and len(eval_) == 455
+
+
+def test_a_zsre_file_runs_whole_and_tunes_on_the_bundled_part(tmp_path):
+    _, eval_ = load_bundled("known-cf")
+    records = [
+        {
+            "subject": c.subject,
+            "src": c.rewrite,
+            "alt": c.target_new,
+            "answers": [c.target_true],
+            "rephrase": c.paraphrases[0],
+            "loc": "nq question: " + c.neighbourhood[0].prompt,
+            "loc_ans": c.neighbourhood[0].answer,
+        }
+        for c in eval_
+        if c.paraphrases
+    ][:5]
+    path = tmp_path / "zsre.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "edit.json"
+    argv = ["edit", "--quick", "--data", str(path), "--methods", "none,fast_memory",
+            "--edits", "5", "--scored", "5", "--out", str(tmp_path), "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["data"] == "zsre" and doc["header"]["data"]["format"] == "zsre"
+    assert doc["header"]["data"]["eval_cases"] == 5
+    assert doc["header"]["data"]["train_source"] == "known-cf"
+    assert doc["results"]["none"]["5"]["n"] == 5
+    assert (tmp_path / "edit_zsre.html").is_file()

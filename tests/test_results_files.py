@@ -55,6 +55,8 @@ def _intervals(node, path=""):
         for key, value in node.items():
             if key == "ci95" and isinstance(value, dict):
                 yield from ((f"{path}/{m}", iv) for m, iv in value.items())
+            elif key.endswith("_ci") and isinstance(value, list):  # fmi edit's <metric>_ci
+                yield f"{path}/{key}", value
             else:
                 yield from _intervals(value, f"{path}/{key}")
     elif isinstance(node, list):
@@ -75,3 +77,5 @@ def test_no_committed_interval_is_zero_width(path):
 def test_the_interval_walk_finds_nested_intervals():
     doc = {"a": [{"ci95": {"read": [0.1, 0.2]}}], "ci95": {"plain": [0.0, 0.0]}}
     assert sorted(_intervals(doc)) == [("/a[0]/read", [0.1, 0.2]), ("/plain", [0.0, 0.0])]
+    edit = {"results": {"rome": {"1": {"efficacy": 1.0, "efficacy_ci": [0.9, 1.0]}}}}
+    assert list(_intervals(edit)) == [("/results/rome/1/efficacy_ci", [0.9, 1.0])]
