@@ -339,8 +339,8 @@ def test_a_zsre_file_runs_whole_and_tunes_on_the_bundled_part(tmp_path):
     path = tmp_path / "zsre.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "edit.json"
-    argv = ["edit", "--quick", "--data", str(path), "--methods", "none,fast_memory",
-            "--edits", "5", "--scored", "5", "--out", str(tmp_path), "--json", str(out)]  # fmt: skip
+    argv = ["edit", "--quick", "--data", str(path), "--methods", "none,fast_memory"]
+    argv += ["--edits", "5", "--scored", "5", "--out", str(tmp_path), "--json", str(out)]
     assert main(argv) == 0
     doc = json.loads(out.read_text())
     assert doc["data"] == "zsre" and doc["header"]["data"]["format"] == "zsre"

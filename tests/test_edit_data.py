@@ -219,8 +219,11 @@ def test_splits_are_disjoint_by_subject_and_phrasing(name):
     neighbours = {n.prompt for c in train + eval_ for n in c.neighbourhood}
     assert not neighbours & (train_texts | eval_texts)
     edited = {c.subject for c in train + eval_}
-    assert all(not any(n.prompt == c.prompt.format(s) for s in edited) for c in train + eval_
-               for n in c.neighbourhood)
+    assert all(
+        not any(n.prompt == c.prompt.format(s) for s in edited)
+        for c in train + eval_
+        for n in c.neighbourhood
+    )
     for case in train + eval_:
         assert case.target_new != case.target_true
         assert case.rewrite not in case.paraphrases

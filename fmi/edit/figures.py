@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from fmi.report import Panel, Report
 
+PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
 RATES = ("efficacy", "generalization", "specificity", "unrelated_changed")
 SCORES = ("rewrite_score", "paraphrase_score", "neighbourhood_score")
 
@@ -84,11 +85,17 @@ def table_figure(doc: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def _colours(doc: dict[str, Any]) -> dict[str, str]:
+    """One colour per method, the same in every panel."""
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(doc["results"])}
+
+
 def curves_figure(doc: dict[str, Any]) -> go.Figure:
     """Efficacy, generalization and specificity against T (log x), one line per method, with
     Wilson intervals as error bars."""
     metrics = ("efficacy", "generalization", "specificity")
     fig = make_subplots(rows=1, cols=3, subplot_titles=metrics)
+    colour = _colours(doc)
     for i, metric in enumerate(metrics, start=1):
         for method, by_t in doc["results"].items():
             pts = sorted(
@@ -106,6 +113,8 @@ def curves_figure(doc: dict[str, Any]) -> go.Figure:
                     mode="lines+markers",
                     name=method,
                     legendgroup=method,
+                    line={"color": colour[method]},
+                    marker={"color": colour[method]},
                     showlegend=i == 1,
                     error_y={
                         "type": "data",
@@ -130,6 +139,7 @@ def curves_figure(doc: dict[str, Any]) -> go.Figure:
 def cost_figure(doc: dict[str, Any]) -> go.Figure:
     """Seconds of writing per edit against T (log y)."""
     fig = go.Figure()
+    colour = _colours(doc)
     for method, by_t in doc["results"].items():
         pts = sorted(
             (int(t), r["seconds_per_edit"])
@@ -139,7 +149,11 @@ def cost_figure(doc: dict[str, Any]) -> go.Figure:
         if pts:
             fig.add_trace(
                 go.Scatter(
-                    x=[t for t, _ in pts], y=[s for _, s in pts], mode="lines+markers", name=method
+                    x=[t for t, _ in pts],
+                    y=[s for _, s in pts],
+                    mode="lines+markers",
+                    name=method,
+                    line={"color": colour[method]},
                 )
             )
     fig.update_xaxes(type="log", title_text="edits held (T)")
