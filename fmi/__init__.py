@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_model": "fmi.models",
-    "list_models": "fmi.models",
-    "FastMemory": "fmi.memory",
-    "Entry": "fmi.memory",
-    "Stored": "fmi.statements",
-    "Answer": "fmi.ask",
-    "RecallConfig": "fmi.config",
-    "run_recall": "fmi.recall",
-    "builtin_task": "fmi.tasks",
+    "load_model": "fmi.models.registry",
+    "list_models": "fmi.models.registry",
+    "FastMemory": "fmi.memory.store",
+    "Entry": "fmi.memory.store",
+    "Stored": "fmi.memory.statements",
+    "Answer": "fmi.memory.ask",
+    "RecallConfig": "fmi.experiments.config",
+    "run_recall": "fmi.experiments.recall",
+    "builtin_task": "fmi.experiments.tasks",
 }
 __all__ = [
     "Answer",
@@ -45,13 +45,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fmi.ask import Answer
-    from fmi.config import RecallConfig
-    from fmi.memory import Entry, FastMemory
-    from fmi.models import list_models, load_model
-    from fmi.recall import run_recall
-    from fmi.statements import Stored
-    from fmi.tasks import builtin_task
+    from fmi.experiments.config import RecallConfig
+    from fmi.experiments.recall import run_recall
+    from fmi.experiments.tasks import builtin_task
+    from fmi.memory.ask import Answer
+    from fmi.memory.statements import Stored
+    from fmi.memory.store import Entry, FastMemory
+    from fmi.models.registry import list_models, load_model
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fmi.edit.bundled import built_files, data_dir, write_bundled
+from analyses.edit.bundled import built_files, data_dir, write_bundled
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from fmi.calibrate import fit
-from fmi.config import RecallConfig
-from fmi.models import load_model
-from fmi.recall import task_for
+from fmi.experiments.config import RecallConfig
+from fmi.experiments.recall import task_for
+from fmi.memory.fit import fit
+from fmi.models.registry import load_model
 
 
 def _sha(t: torch.Tensor) -> str:

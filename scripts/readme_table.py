@@ -1,4 +1,4 @@
-"""Print the README block for a results file: what tests/test_results_files.py compares.
+"""Print the README block for a results file: what tests/integration/test_results_files.py compares.
 
 .venv/bin/python scripts/readme_table.py results/gemma-3-270m/recall-seeds.json
 """
@@ -6,7 +6,7 @@
 import json
 import sys
 
-from fmi.table import results_report
+from analyses.results import results_report
 
 
 def main() -> int:

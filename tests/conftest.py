@@ -9,7 +9,7 @@ import pytest
 import transformer_lens.model_bridge  # noqa: F401
 import transformers  # noqa: F401
 
-from fmi.models import LoadedModel, load_model
+from fmi.models.registry import LoadedModel, load_model
 
 
 def _quiet(_: str) -> None:
@@ -37,7 +37,7 @@ def tiny_gemma() -> LoadedModel:
 @pytest.fixture(scope="session")
 def quick_setup(tiny_gemma):
     """A memory fitted on the quick analysis configuration over ``tiny_gemma`` (seconds)."""
-    from fmi.analyses.setup import AnalysisConfig, prepare
+    from analyses.prepare import AnalysisConfig, prepare
 
     setup, _ = prepare(AnalysisConfig.quick_config(), model=tiny_gemma, announce=_quiet)
     return setup
@@ -46,7 +46,7 @@ def quick_setup(tiny_gemma):
 @pytest.fixture(scope="session")
 def quick_reports(quick_setup, tmp_path_factory):
     """Every analysis run on ``quick_setup`` into one directory: ``(directory, index path)``."""
-    from fmi.analyses.run import run_analyses
+    from analyses.run import run_analyses
 
     out = tmp_path_factory.mktemp("reports")
     index = run_analyses(quick_setup.cfg, out, setup=quick_setup, progress=False, announce=_quiet)
@@ -56,10 +56,10 @@ def quick_reports(quick_setup, tmp_path_factory):
 @pytest.fixture(scope="session")
 def quick_compare(tiny_gemma):
     """The quick comparison's config, task, fit and prepared ``same`` split on tiny-gemma."""
-    from fmi.calibrate import fit
-    from fmi.compare.config import CompareConfig
-    from fmi.evaluate import prepare_split
-    from fmi.recall import task_for
+    from analyses.compare.config import CompareConfig
+    from fmi.experiments.evaluate import prepare_split
+    from fmi.experiments.recall import task_for
+    from fmi.memory.fit import fit
 
     cfg = CompareConfig.quick_config()
     task = task_for(cfg.recall)

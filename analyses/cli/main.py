@@ -1,0 +1,387 @@
+"""The ``fmi`` command line: ``models``, ``recall``, ``analyses``, ``compare``, ``capacity``,
+``bench``, ``inspect``, ``memory``."""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from analyses.cli import memory as memory_cli
+from fmi.errors import ConfigError, FmiError
+
+
+def _models(_: argparse.Namespace) -> int:
+    from fmi.models.registry import list_models
+
+    for info in list_models():
+        state = "available" if info.available else "unavailable"
+        print(
+            f"{info.name:<18} {state:<12} {info.description}"
+            + ("" if info.available else f"  ({info.reason})")
+        )
+    return 0
+
+
+def _end_text(arg: str | None) -> str | None:
+    """``--end`` with backslash escapes decoded (``'\\n'`` is a newline)."""
+    if arg is None or "\\" not in arg or not arg.isascii():
+        return arg
+    try:
+        return codecs.decode(arg.encode("utf-8"), "unicode_escape")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--end {arg!r} has a bad escape: {err.reason}") from None
+
+
+def _recall(args: argparse.Namespace) -> int:
+    from fmi.experiments.config import RecallConfig
+    from fmi.experiments.recall import run_recall, task_for
+    from fmi.experiments.table import recall_report
+    from fmi.memory.retrieve import check_modes
+    from fmi.models.registry import load_model
+
+    modes = tuple(check_modes([m.strip() for m in args.modes.split(",") if m.strip()]))
+    cfg = RecallConfig(
+        model=args.model,
+        task=args.task,
+        modes=modes,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_eval=args.n_eval,
+        splits=tuple(x.strip() for x in (args.splits or "").split(",") if x.strip()),
+        end=None if args.seed_value else _end_text(args.end),
+        refine_grid=(1,) if args.seed_value else RecallConfig.refine_grid,
+    )
+    task = task_for(cfg)
+    for name in cfg.splits:
+        task.split(name)  # an unknown split fails before the model loads
+    if args.seeds is not None:
+        return _recall_seeds(args, cfg)
+    model = load_model(args.model, seed=args.seed)
+    doc = run_recall(model, task, cfg, progress=not args.quiet)
+    print(recall_report(doc))
+    _write_json(args.json, doc)
+    return 0
+
+
+def _recall_seeds(args: argparse.Namespace, cfg) -> int:
+    from fmi.experiments.seeds import parse_seeds, run_seeds, seeds_report
+    from fmi.models.registry import load_model
+
+    seeds = parse_seeds(args.seeds)
+    model = load_model(args.model, seed=seeds[0])
+    doc = run_seeds(model, cfg, seeds, progress=not args.quiet)
+    print(seeds_report(doc))
+    _write_json(args.json, doc)
+    return 0
+
+
+def _write_json(path: str | None, doc: dict) -> None:
+    """Write ``doc`` to ``path`` (parents made) and say so; nothing without a path."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"wrote {path}")
+
+
+def _analyses(args: argparse.Namespace) -> int:
+    from analyses.prepare import AnalysisConfig
+    from analyses.run import ANALYSES, check_names, run_analyses
+
+    names = check_names([n.strip() for n in (args.only or ",".join(ANALYSES)).split(",") if n])
+    if args.quick:
+        cfg = AnalysisConfig.quick_config(model=args.model or "tiny-gemma", seed=args.seed)
+    else:
+        cfg = AnalysisConfig(model=args.model or "auto", seed=args.seed)
+    run_analyses(cfg, args.out, names=names, progress=not args.quiet)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from analyses.compare.config import CompareConfig
+    from analyses.compare.figures import markdown_table
+    from analyses.compare.run import run_compare
+    from fmi.experiments.taskfile import FILE_SPLIT
+
+    default = "same" if args.task == "builtin" else FILE_SPLIT
+    splits = tuple(x.strip() for x in (args.splits or default).split(",") if x.strip())
+    if args.quick:
+        cfg = CompareConfig.quick_config(
+            model=args.model or "tiny-gemma", task=args.task, seed=args.seed, splits=splits
+        )
+    else:
+        cfg = CompareConfig(
+            model=args.model or "auto", task=args.task, seed=args.seed, splits=splits
+        )
+    if args.seeds is not None:
+        from analyses.compare.seeds import run_compare_seeds, seeds_markdown
+        from fmi.experiments.seeds import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
+        doc = run_compare_seeds(cfg, seeds, args.out, progress=not args.quiet)
+        for seed, one in doc["per_seed"].items():
+            for name, result in one["splits"].items():
+                print(f"model {doc['model']} | seed {seed} | split {name}")
+                print(markdown_table(result["rows"]))
+        print(seeds_markdown(doc))
+        _write_json(args.json, doc)
+        return 0
+    doc, path = run_compare(cfg, args.out, json_path=args.json, progress=not args.quiet)
+    for name, result in doc["splits"].items():
+        print(f"model {doc['model']} | split {name} | {doc['header']['wall_seconds']} s")
+        print(markdown_table(result["rows"]))
+    print(f"wrote {path}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+def _sizes(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from analyses.edit.config import METHODS, EditConfig
+    from analyses.edit.figures import markdown_table
+    from analyses.edit.run import run_edit, write_outputs
+    from fmi.experiments.seeds import parse_seeds
+    from fmi.models.registry import load_model
+
+    methods = tuple(x.strip() for x in (args.methods or ",".join(METHODS)).split(",") if x.strip())
+    quick: dict[str, Any] = (
+        {"scored": 4, "tune_edits": 4, "edits": (1, 4), "unrelated": 12} if args.quick else {}
+    )
+    edits = _sizes(args.edits, "--edits") if args.edits else quick.get("edits", (1, 10, 100, 1000))
+    cfg = EditConfig(
+        model=args.model or ("tiny-gemma" if args.quick else "auto"),
+        data=args.data,
+        format=args.format,
+        methods=methods,
+        edits=edits,
+        seeds=parse_seeds(args.seeds) if args.seeds else (0,),
+        scored=args.scored if args.scored is not None else quick.get("scored", 100),
+        max_new_tokens=args.max_new_tokens,
+        cell_budget_s=args.cell_budget,
+        tune_edits=quick.get("tune_edits", 10),
+        unrelated=quick.get("unrelated", 0),
+    )
+    if not args.data.endswith((".json", ".jsonl")) and args.data not in ("known-cf", "nonce-cf"):
+        raise ConfigError(
+            f"--data must be known-cf, nonce-cf or a .json / .jsonl file, got {args.data!r}"
+        )
+    model = load_model(cfg.model, seed=cfg.seeds[0])
+    doc = run_edit(model, cfg)
+    path = write_outputs(doc, args.json, args.out or Path("reports") / model.name)
+    print(f"model {model.name} | data {doc['data']} | {doc['header']['wall_seconds']} s")
+    print(markdown_table(doc))
+    print(f"wrote {path}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from analyses.capacity.config import CapacityConfig
+    from analyses.capacity.figures import markdown_tables
+    from analyses.capacity.run import render, run_capacity
+
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        path = render(doc, args.out)
+        print(markdown_tables(doc["curve"], doc["lora"]))
+        Path(args.from_json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"rebuilt {path} (and the power law in {args.from_json}) without measuring")
+        return 0
+    if args.quick:
+        cfg = CapacityConfig.quick_config(model=args.model or "tiny-gemma", seed=args.seed)
+    else:
+        cfg = CapacityConfig(seed=args.seed).with_model(args.model or "auto")
+    if args.sizes:
+        sizes = _sizes(args.sizes, "--sizes")
+        lora = [n for n in cfg.lora_sizes if n in sizes]
+        cfg = replace(cfg, sizes=sizes, lora_sizes=tuple(lora))
+    if args.lora_sizes is not None:
+        cfg = replace(cfg, lora_sizes=_sizes(args.lora_sizes, "--lora-sizes"))
+    doc, path = run_capacity(cfg, args.out, json_path=args.json)
+    print(f"model {doc['model']} | {doc['header']['seconds']}")
+    print(markdown_tables(doc["curve"], doc["lora"]))
+    law = doc["power_law"]
+    print(f"LoRA loss law: {law if isinstance(law, str) else law['formula']}")
+    print(f"wrote {path}" + (f" and {args.json}" if args.json else ""))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from analyses.bench import BenchConfig, run_bench, summary_lines
+
+    cfg = BenchConfig(model=args.model, seed=args.seed, prompts=args.prompts, repeats=args.repeats)
+    if args.quick:
+        cfg = BenchConfig.quick_config(model=args.model, seed=args.seed)
+    doc = run_bench(cfg)
+    print("\n".join(summary_lines(doc)))
+    _write_json(args.json, doc)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from analyses.inspect.run import run_inspect
+
+    path, ins = run_inspect(
+        model=args.model,
+        context=args.context,
+        symbol=args.symbol,
+        label=args.label,
+        prompt=args.prompt,
+        mode=args.mode,
+        memory_path=args.memory,
+        out=args.out,
+        n_train=args.n_train,
+        n_eval=args.n_eval,
+        seed=args.seed,
+        force=args.force,
+    )
+    print(ins.summary())
+    print(f"wrote {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from fmi.experiments.config import RecallConfig
+    from fmi.memory.retrieve import MODES
+
+    defaults = RecallConfig()
+    p = argparse.ArgumentParser(prog="fmi", description="Fast memory for frozen language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list registered models and whether each loads here")
+    r = sub.add_parser("recall", help="write, read and measure the fast memory")
+    r.add_argument("--model", default="auto", help="registry name (see `fmi models`); default auto")
+    r.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
+    r.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--seeds",
+        help="comma-separated seeds (e.g. 101,102,103): one run per seed, then the mean and "
+        "range over seeds (overrides --seed)",
+    )
+    r.add_argument(
+        "--n-train", type=int, default=defaults.n_train, help="training symbols (builtin task)"
+    )
+    r.add_argument(
+        "--n-eval", type=int, default=defaults.n_eval, help="held-out symbols (builtin task)"
+    )
+    r.add_argument("--splits", help="comma-separated evaluation splits to run; default all")
+    r.add_argument(
+        "--end",
+        default="\\n",
+        help="text that ends an answer when read (escapes allowed; default '\\n'): a value is "
+        "stored for every answer token and for the end token ('' for none)",
+    )
+    r.add_argument(
+        "--seed-value",
+        action="store_true",
+        help="write as the seed experiment did: one unrefined value at the answer's first token "
+        "(one-token labels only; ignores --end)",
+    )
+    r.add_argument("--json", help="write the results document here")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = sub.add_parser("analyses", help="every analysis as a Plotly HTML report, plus an index")
+    a.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    a.add_argument("--out", help="output directory; default reports/<model>")
+    a.add_argument("--only", help="comma-separated subset of the analyses")
+    a.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    c = sub.add_parser("compare", help="the fast memory against baselines, one HTML report")
+    c.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    c.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
+    c.add_argument(
+        "--splits", help="comma-separated evaluation splits; default same (a task file: file)"
+    )
+    c.add_argument("--out", help="output directory; default reports/<model>")
+    c.add_argument("--json", help="also write the results document here")
+    c.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--seeds",
+        help="comma-separated seeds (e.g. 101,102,103): one comparison per seed, then each "
+        "method's mean and range over seeds (overrides --seed)",
+    )
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    e = sub.add_parser("edit", help="knowledge editing: every method on the same edits, T held")
+    e.add_argument(
+        "--data", default="known-cf", help="known-cf, nonce-cf, or a CounterFact / ZsRE file"
+    )
+    e.add_argument("--format", default="auto", help="counterfact, zsre or auto (for --data FILE)")
+    e.add_argument("--methods", help="comma-separated; default: all (fmi edit -h lists them)")
+    e.add_argument("--edits", help="comma-separated T (edits held at once); default 1,10,100,1000")
+    e.add_argument("--seeds", help="comma-separated edit-order seeds; default 0")
+    e.add_argument("--scored", type=int, help="edits scored at every T; default 100")
+    e.add_argument("--max-new-tokens", type=int, default=0, help="greedy tokens (0: auto)")
+    e.add_argument("--cell-budget", type=float, default=900.0, help="write seconds per cell")
+    e.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    e.add_argument("--out", help="output directory; default reports/<model>")
+    e.add_argument("--json", help="also write the results document here")
+    e.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    k = sub.add_parser("capacity", help="read vs bank size, and LoRA adapters on the same data")
+    k.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    k.add_argument("--sizes", help="comma-separated even bank sizes; default 10,100,1000,10000")
+    k.add_argument(
+        "--lora-sizes", help="sizes (among --sizes) the LoRA probe trains on; '' skips it"
+    )
+    k.add_argument("--out", help="output directory; default reports/<model>")
+    k.add_argument("--json", help="also write the results document here")
+    k.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument(
+        "--from-json", help="rebuild the report from a saved document, measuring nothing"
+    )
+    b = sub.add_parser("bench", help="write, generation and retrieval cost, side by side")
+    b.add_argument("--model", default="auto", help="registry name; default auto")
+    b.add_argument("--prompts", type=int, default=64, help="statements and questions timed")
+    b.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is kept)")
+    b.add_argument("--json", help="also write the figures here")
+    b.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    b.add_argument("--seed", type=int, default=0)
+    i = sub.add_parser("inspect", help="one read prompt as an offline circuitsvis HTML page")
+    i.add_argument("--model", default="auto", help="registry name; default auto")
+    i.add_argument("--context", required=True, help="the binding's context, e.g. 'game A'")
+    i.add_argument("--symbol", required=True, help="the invented word to read back")
+    i.add_argument("--label", help="write (context, symbol) -> label first (one token)")
+    i.add_argument("--prompt", help="inspect this text instead of the read question")
+    i.add_argument("--mode", default="dual_key", help="retrieval mode: " + ", ".join(MODES))
+    i.add_argument("--memory", help="a saved memory (.safetensors); default: fit one")
+    i.add_argument("--out", help="page path; default reports/<model>/inspect-<context>-<symbol>")
+    i.add_argument("--force", action="store_true", help="inject the top entry even if abstaining")
+    i.add_argument("--n-train", type=int, default=defaults.n_train, help="training symbols")
+    i.add_argument("--n-eval", type=int, default=defaults.n_eval, help="held-out symbols")
+    i.add_argument("--seed", type=int, default=0)
+    memory_cli.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler = {
+        "models": _models,
+        "recall": _recall,
+        "analyses": _analyses,
+        "capacity": _capacity,
+        "bench": _bench,
+        "inspect": _inspect,
+        "compare": _compare,
+        "edit": _edit,
+        "memory": memory_cli.run,
+    }[args.command]
+    try:
+        return handler(args)
+    except FmiError as err:
+        print(f"fmi: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""A user's own copy of the public editing datasets, read into
+:class:`~analyses.edit.cases.EditCase`.
+
+Two layouts, each a JSON list of records or JSON Lines (one record a line):
+
+- ``counterfact`` (ROME's ``counterfact.json``): ``case_id``, ``requested_rewrite``
+  {``prompt`` (``{}`` for the subject), ``subject``, ``target_new`` {``str``}, ``target_true``
+  {``str``}, optional ``relation_id``}, ``paraphrase_prompts`` (whole prompts),
+  ``neighborhood_prompts`` (prompts whose answer is ``target_true.str``), optional
+  ``generation_prompts`` (unused) and optional ``split``. A neighbourhood entry may also be an
+  object {``prompt``, ``answer``} with its own answer (``""``: none known), as the bundled
+  benchmarks (:mod:`analyses.edit.bundled`) write it.
+- ``zsre`` (MEND's and EasyEdit's layout): ``subject``, ``src`` (the question, holding the
+  subject), ``alt`` (the new answer), ``answers`` (the true answers, the first one used),
+  ``rephrase`` (one paraphrase), ``loc`` (an unrelated ``nq question: ...``) and ``loc_ans``,
+  optional ``case_id`` or ``id`` (default: the record's index). The prompt is ``src`` with the
+  subject's first occurrence (matched case-insensitively when the exact text is absent) made
+  ``{}``; other braces in ``src`` are doubled so ``prompt.format(subject)`` gives ``src`` back.
+
+Every problem is one line naming the file, and for a record its index and the field:
+
+>>> import json, tempfile
+>>> rec = {"subject": "Watts Humphrey", "src": "What university did Watts Humphrey attend?",
+...        "alt": "University of Michigan", "answers": ["Trinity College"],
+...        "rephrase": "What university did Watts Humphrey take part in?",
+...        "loc": "nq question: who played desmond doss father in hacksaw ridge",
+...        "loc_ans": "Hugo Weaving"}
+>>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+...     _ = f.write(json.dumps([rec]))
+>>> case = load_cases(f.name)[0]
+>>> case.prompt, case.target_true, case.neighbourhood[0].answer
+('What university did {} attend?', 'Trinity College', 'Hugo Weaving')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from analyses.edit.cases import EditCase, Probe
+from fmi.errors import ConfigError
+
+FORMATS = ("auto", "counterfact", "zsre")
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of ``value``'s type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+class _Record:
+    """One record's fields, read with messages naming the file, the record and the field."""
+
+    def __init__(self, path: Path, index: int, data: Any) -> None:
+        self.where = f"{path}: record {index}"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.where}: must be a JSON object, got {_kind(data)}")
+        self.data = data
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: field {name!r} {problem}")
+
+    def get(self, name: str, default: Any = ...) -> Any:
+        """The value at dotted ``name`` (``requested_rewrite.target_new.str``)."""
+        value: Any = self.data
+        walked: list[str] = []
+        for part in name.split("."):
+            if walked and not isinstance(value, dict):
+                raise self.fail(".".join(walked), f"must be an object, got {_kind(value)}")
+            walked.append(part)
+            if part not in value:
+                if default is not ...:
+                    return default
+                raise self.fail(".".join(walked), "is missing")
+            value = value[part]
+        return value
+
+    def text(self, name: str, value: Any = ..., empty: bool = False) -> str:
+        """A string field (``value``: the field's value, already fetched); non-empty unless
+        ``empty``."""
+        value = self.get(name) if value is ... else value
+        if not isinstance(value, str):
+            raise self.fail(name, f"must be a string, got {_kind(value)}")
+        if not empty and not value.strip():
+            raise self.fail(name, "is an empty string")
+        return value
+
+    def optional(self, name: str) -> str:
+        """A string field that may be absent (then ``""``)."""
+        value = self.get(name, None)
+        return "" if value is None else self.text(name, value, empty=True)
+
+    def texts(self, name: str) -> list[str]:
+        """A list of non-empty strings."""
+        value = self.get(name)
+        if not isinstance(value, list):
+            raise self.fail(name, f"must be a list of strings, got {_kind(value)}")
+        return [self.text(f"{name}[{j}]", item) for j, item in enumerate(value)]
+
+    def identity(self, names: tuple[str, ...], default: str) -> str:
+        """The first of ``names`` present (a string or an integer), else ``default``."""
+        for name in names:
+            value = self.get(name, None)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise self.fail(name, f"must be a string or an integer, got {_kind(value)}")
+            return self.text(name, str(value))
+        if default:
+            return default
+        raise self.fail(names[0], "is missing")
+
+
+def _template(rec: _Record, name: str, prompt: str, subject: str) -> str:
+    if "{}" not in prompt:
+        raise rec.fail(name, f"has no {{}} for the subject: {prompt!r}")
+    try:
+        prompt.format(subject)
+    except (IndexError, KeyError, ValueError):
+        raise rec.fail(name, f"must hold one {{}} and no other braces: {prompt!r}") from None
+    return prompt
+
+
+def _counterfact(rec: _Record) -> EditCase:
+    case_id = rec.identity(("case_id",), "")
+    rewrite = "requested_rewrite"
+    subject = rec.text(f"{rewrite}.subject")
+    prompt = _template(rec, f"{rewrite}.prompt", rec.text(f"{rewrite}.prompt"), subject)
+    target_true = rec.text(f"{rewrite}.target_true.str")
+    neighbours = []
+    name = "neighborhood_prompts"
+    entries = rec.get(name)
+    if not isinstance(entries, list):
+        raise rec.fail(name, f"must be a list, got {_kind(entries)}")
+    for j, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            if "prompt" not in entry:
+                raise rec.fail(f"{name}[{j}].prompt", "is missing")
+            prompt_j = rec.text(f"{name}[{j}].prompt", entry["prompt"])
+            answer = rec.text(f"{name}[{j}].answer", entry.get("answer", ""), empty=True)
+            neighbours.append(Probe(prompt_j, answer))
+        elif isinstance(entry, str):
+            neighbours.append(Probe(rec.text(f"{name}[{j}]", entry), target_true))
+        else:
+            raise rec.fail(f"{name}[{j}]", f"must be a string or an object, got {_kind(entry)}")
+    return EditCase(
+        case_id=case_id,
+        subject=subject,
+        prompt=prompt,
+        target_new=rec.text(f"{rewrite}.target_new.str"),
+        target_true=target_true,
+        paraphrases=tuple(rec.texts("paraphrase_prompts")),
+        neighbourhood=tuple(neighbours),
+        relation=rec.optional(f"{rewrite}.relation_id"),
+        split=rec.optional("split"),
+    )
+
+
+def _slot(src: str, subject: str) -> tuple[int, int] | None:
+    """Where ``subject`` first occurs in ``src``: exactly, else ignoring case."""
+    at = src.find(subject)
+    if at >= 0:
+        return at, at + len(subject)
+    found = re.search(re.escape(subject), src, flags=re.IGNORECASE)
+    return found.span() if found else None
+
+
+def _zsre(rec: _Record, index: int) -> EditCase:
+    subject = rec.text("subject")
+    src = rec.text("src")
+    span = _slot(src, subject)
+    if span is None:
+        raise rec.fail("subject", f"{subject!r} does not occur in field 'src' ({src!r})")
+
+    def escape(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    answers = rec.texts("answers")
+    if not answers:
+        raise rec.fail("answers", "is an empty list")
+    return EditCase(
+        case_id=rec.identity(("case_id", "id"), str(index)),
+        subject=subject,
+        prompt=escape(src[: span[0]]) + "{}" + escape(src[span[1] :]),
+        target_new=rec.text("alt"),
+        target_true=answers[0],
+        paraphrases=(rec.text("rephrase"),),
+        neighbourhood=(Probe(rec.text("loc"), rec.text("loc_ans")),),
+        split=rec.optional("split"),
+    )
+
+
+def _records(path: Path) -> list[Any]:
+    """The file's records: a JSON list, or JSON Lines (blank lines skipped)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read as UTF-8 text ({err})") from None
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+            ) from None
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ConfigError(
+                    f"{path}: line {n} is not valid JSON ({err.msg} at column {err.colno})"
+                ) from None
+    if not records:
+        raise ConfigError(f"{path}: no records (expected a JSON list or JSON Lines of records)")
+    return records
+
+
+def detect_format(record: Any) -> str:
+    """``"counterfact"`` or ``"zsre"`` from a record's keys, else ``""``.
+
+    >>> detect_format({"requested_rewrite": {}}), detect_format({"src": "", "alt": ""})
+    ('counterfact', 'zsre')
+    >>> detect_format({"question": ""})
+    ''
+    """
+    if isinstance(record, dict):
+        if "requested_rewrite" in record:
+            return "counterfact"
+        if "src" in record and "alt" in record:
+            return "zsre"
+    return ""
+
+
+def load_cases(path: str | Path, format: str = "auto") -> list[EditCase]:
+    """Every record of ``path`` as an :class:`EditCase`. ``format`` is ``"counterfact"``,
+    ``"zsre"`` or ``"auto"`` (told from the first record's keys: ``requested_rewrite`` means
+    CounterFact, ``src`` and ``alt`` mean ZsRE). See the module's docstring for an example."""
+    if format not in FORMATS:
+        raise ConfigError(
+            f"unknown edit-case format {format!r}; expected one of "
+            + ", ".join(repr(f) for f in FORMATS)
+        )
+    source = Path(path)
+    records = _records(source)
+    if format == "auto":
+        format = detect_format(records[0])
+        if not format:
+            raise ConfigError(
+                f"{source}: record 0: cannot tell the format: looked for key "
+                "'requested_rewrite' (counterfact) or keys 'src' and 'alt' (zsre)"
+            )
+    cases = []
+    for i, data in enumerate(records):
+        rec = _Record(source, i, data)
+        cases.append(_counterfact(rec) if format == "counterfact" else _zsre(rec, i))
+    return cases

@@ -1,0 +1,2 @@
+"""``fmi inspect``: one read prompt under the microscope (compute), its offline circuitsvis page
+(figures) and the runner."""

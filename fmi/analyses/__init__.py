@@ -1,2 +1,0 @@
-"""Analyses of why the fast memory works or fails. Each module computes data, builds Plotly
-figures, and returns a :class:`fmi.report.Report`; :mod:`fmi.analyses.run` writes them all."""

@@ -1,0 +1,67 @@
+"""``fmi recall``: fit on the training split, evaluate every split, return the JSON document."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm import tqdm
+
+from fmi.core.numerics import fixed_numerics
+from fmi.experiments.config import RecallConfig
+from fmi.experiments.evaluate import evaluate_split
+from fmi.experiments.labels import check_labels
+from fmi.experiments.taskfile import load_task
+from fmi.experiments.tasks import Task, builtin_task
+from fmi.memory.fit import fit
+from fmi.memory.retrieve import shown_name
+from fmi.reporting.provenance import header
+
+
+def task_for(cfg: RecallConfig) -> Task:
+    """The built-in task sized by ``cfg`` (its seed, n_train, n_eval; with the multi-token
+    splits when ``cfg.end`` is set), or a task file."""
+    if cfg.task == "builtin":
+        return builtin_task(
+            seed=cfg.seed,
+            n_train=cfg.n_train,
+            n_eval=cfg.n_eval,
+            multi=cfg.end is not None,
+            n_unrelated=cfg.n_unrelated,
+        )
+    return load_task(cfg.task, seed=cfg.seed, n_train=cfg.n_train)
+
+
+def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -> dict:
+    """The whole experiment, run with ``cfg.threads`` threads and deterministic algorithms.
+
+    Bit-identical for the same weights, task, config and numerics (header ``numerics``),
+    whatever the caller's thread count or the machine's load.
+    """
+    with fixed_numerics(cfg.threads):
+        return _run_recall(model, task, cfg, progress=progress)
+
+
+def _run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool) -> dict:
+    torch.manual_seed(cfg.seed)
+    for name in cfg.splits:
+        task.split(name)  # an unknown name fails here, listing the splits, before any work
+    check_labels(task, model.tokenizer, multi_token=cfg.end is not None)
+    start = time.perf_counter()
+    fitted = fit(model, task.train, cfg)
+    results: dict[str, dict[str, dict]] = {}
+    chosen = [task.split(name) for name in cfg.splits] if cfg.splits else list(task.splits)
+    splits = tqdm(chosen, desc="splits", disable=not progress, leave=False)
+    for split in splits:
+        splits.set_postfix_str(split.name)
+        for mode, row in evaluate_split(model, split, fitted, cfg, cfg.modes).items():
+            results.setdefault(shown_name(mode), {})[split.name] = row
+    return {
+        "model": model.name,
+        "task": task.name,
+        "results": results,
+        "config": cfg.to_dict(),
+        "fitted": fitted.to_dict(),
+        "task_info": task.to_dict(),
+        "header": header(model, cfg.to_dict(), wall_seconds=round(time.perf_counter() - start, 1)),
+    }

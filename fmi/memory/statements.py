@@ -1,0 +1,204 @@
+"""Free-form facts: a statement, an answer of any length, and the named spans that key it.
+
+``FastMemory.write("Alice's favourite drink is", " green tea", spans={"symbol": "Alice"})`` runs
+one teacher-forced frozen forward over statement + answer + the memory's end text
+(:func:`fmi.memory.answers.answer_values`), refines every value in closed form
+(:mod:`fmi.memory.refine`) and appends one entry. Its key channels are character spans of the
+statement:
+
+- ``symbol``: what the fact is about (an invented word, ``Alice``, ``the Eiffel Tower``);
+- ``context``: its frame (``game A``).
+
+A channel the caller leaves out is the rest of the statement (``'s favourite drink is`` above),
+and with no spans at all the whole statement is both: the query rule never needs the answer or
+the prompt's kind. An entry is identified by its spans' text; writing the same spans again
+replaces the stored entry (latest wins).
+
+>>> spans = key_spans("Alice's favourite drink is", {"symbol": "Alice"})
+>>> spans.symbol_text, spans.context_text
+('Alice', "'s favourite drink is")
+>>> key_spans("In game A, the dax is", {"symbol": "dax", "context": "game A"}).context
+((3, 9),)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from fmi.core.sites import UNEMBED_IN
+from fmi.errors import ConfigError, MemoryMismatchError
+from fmi.memory.answers import answer_values
+from fmi.memory.refine import refined_values
+from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE, Entry, FastMemory
+from fmi.memory.values import unembedding
+
+SPAN_NAMES = ("symbol", "context")
+Ranges = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class KeySpans:
+    """Where a statement's key sits: character ranges of each channel, and their text (the
+    entry's identity for replacement)."""
+
+    symbol: Ranges
+    context: Ranges
+    symbol_text: str
+    context_text: str
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a write did: the entry it stored (with its ``id``) and the entry it replaced."""
+
+    entry: Entry
+    replaced: Entry | None = None
+
+
+def _find(statement: str, name: str, text: object) -> tuple[int, int]:
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"key span {name!r} must be non-empty text, got {text!r}")
+    at = statement.find(text)
+    if at < 0:
+        raise ConfigError(f"{name} {text!r} is not in the statement {statement!r}")
+    return at, at + len(text)
+
+
+def _rest(statement: str, cut: tuple[int, int]) -> tuple[Ranges, str]:
+    """The statement outside ``cut``: its non-blank ranges and their text."""
+    ranges = tuple(
+        (lo, hi) for lo, hi in ((0, cut[0]), (cut[1], len(statement))) if statement[lo:hi].strip()
+    )
+    return ranges, " ".join(statement[lo:hi].strip() for lo, hi in ranges)
+
+
+def key_spans(statement: str, spans: dict | None = None) -> KeySpans:
+    """The :class:`KeySpans` of ``statement`` for ``spans`` (``{"symbol": text, "context":
+    text}``, either or both, or ``None``); each text must occur in the statement."""
+    if not isinstance(statement, str) or not statement.strip():
+        raise ConfigError(f"a statement must be non-empty text, got {statement!r}")
+    spans = dict(spans or {})
+    unknown = sorted(set(spans) - set(SPAN_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown key span {unknown[0]!r}; spans are {', '.join(SPAN_NAMES)}")
+    whole: Ranges = ((0, len(statement)),)
+    if not spans:
+        return KeySpans(whole, whole, statement.strip(), statement.strip())
+    found = {name: _find(statement, name, text) for name, text in spans.items()}
+    text = {name: statement[lo:hi] for name, (lo, hi) in found.items()}
+    ranges: dict[str, Ranges] = {name: (span,) for name, span in found.items()}
+    for name, other in (("symbol", "context"), ("context", "symbol")):
+        if name not in found:
+            rest, rest_text = _rest(statement, found[other])
+            ranges[name], text[name] = (rest, rest_text) if rest else (ranges[other], text[other])
+    return KeySpans(ranges["symbol"], ranges["context"], text["symbol"], text["context"])
+
+
+def span_positions(offsets: list[tuple[int, int]], ranges: Ranges) -> list[int]:
+    """Indices of the tokens (character ``offsets``; special tokens are empty) overlapping any
+    of ``ranges``."""
+    return [
+        i
+        for i, (a, b) in enumerate(offsets)
+        if b > a and any(a < hi and b > lo for lo, hi in ranges)
+    ]
+
+
+def fit_empty(model, config=None) -> FastMemory:
+    """:meth:`FastMemory.fit`: fit on the built-in training split, return an empty memory."""
+    from fmi.experiments.config import RecallConfig
+    from fmi.experiments.tasks import builtin_task
+    from fmi.memory.fit import fit
+
+    cfg = config if config is not None else RecallConfig(model=model.name)
+    task = builtin_task(seed=cfg.seed, n_train=cfg.n_train, n_eval=cfg.n_eval)
+    fitted = fit(model, task.train, cfg)
+    d = int(model.bridge.cfg.d_model)
+    return FastMemory(
+        model_name=model.name,
+        d_model=d,
+        inject_site=cfg.inject_site,
+        alpha=fitted.alpha,
+        encoder=fitted.encoder,
+        entries=[],
+        values=torch.zeros(0, d),
+        symbol_keys=torch.zeros(0, d),
+        token_keys=torch.zeros(0, d),
+        token_owner=torch.zeros(0, dtype=torch.long),
+        token_role=torch.zeros(0, dtype=torch.long),
+        thresholds=dict(fitted.thresholds),
+        dual_weights=fitted.dual_weights,
+        end=cfg.end,
+        refine_steps=fitted.refine_steps,
+        fit_info={"config": cfg.to_dict(), "fitted": fitted.to_dict()},
+        _model=model,
+    )
+
+
+def _refine(model, memory: FastMemory, states, values, targets):
+    if memory.refine_steps == 1 or memory.inject_site != UNEMBED_IN:
+        return values
+    w_u, b_u = unembedding(model.bridge, linear_only=True)
+    return refined_values(states, values, w_u, b_u, targets, memory.alpha, memory.refine_steps)
+
+
+def fact_memory(memory: FastMemory, model, statement: str, answer: str, spans=None) -> FastMemory:
+    """A one-entry memory (read ``memory``'s way) holding ``statement + answer``, keyed by
+    ``spans``, from one frozen forward pass; the entry gets id ``memory.next_id``."""
+    if model.name != memory.model_name:
+        raise MemoryMismatchError(
+            f"this memory was written with model {memory.model_name!r}, not {model.name!r}"
+        )
+    if not isinstance(answer, str) or not answer.strip():
+        raise ConfigError(f"the answer to {statement!r} must be non-empty text, got {answer!r}")
+    ks = key_spans(statement, spans)
+    enc = memory.encoder
+    end = memory.end or ""
+    got, acts = answer_values(
+        model, [statement], [answer], end=end, sites=(enc.symbol_site, enc.token_site)
+    )
+    offsets = model.tokenizer(statement + answer + end, return_offsets_mapping=True)
+    offsets = [(a, b) if b <= len(statement) else (0, 0) for a, b in offsets["offset_mapping"]]
+    sym, ctx = span_positions(offsets, ks.symbol), span_positions(offsets, ks.context)
+    ids, has_end = got.tokens[0], got.has_end[0]
+    values = _refine(model, memory, got.states[0], got.values[0], torch.tensor(ids))
+    entry = Entry(
+        ks.context_text,
+        ks.symbol_text,
+        answer,
+        ids[0],
+        tuple(ids),
+        has_end,
+        statement,
+        memory.next_id,
+    )
+    token_acts = acts.acts[enc.token_site][0]
+    return replace(
+        memory,
+        entries=[entry],
+        values=values[:1],
+        symbol_keys=acts.acts[enc.symbol_site][0][sym[-1]][None],
+        token_keys=torch.cat([token_acts[sym], token_acts[ctx]]),
+        token_owner=torch.zeros(len(sym) + len(ctx), dtype=torch.long),
+        token_role=torch.tensor([SYMBOL_ROLE] * len(sym) + [CONTEXT_ROLE] * len(ctx)),
+        tail_values=values[1:],
+        tail_owner=torch.zeros(values.shape[0] - 1, dtype=torch.long),
+    )
+
+
+def write_fact(memory: FastMemory, model, statement: str, answer: str, spans=None) -> Stored:
+    """:meth:`FastMemory.write`: append the fact, replacing an entry with the same key spans."""
+    new = fact_memory(memory, model, statement, answer, spans)
+    entry = new.entries[0]
+    same = [
+        i
+        for i, e in enumerate(memory.entries)
+        if (e.symbol, e.context) == (entry.symbol, entry.context)
+    ]
+    replaced = memory.entries[same[0]] if same else None
+    kept = memory.select([i for i in range(len(memory)) if i not in same])
+    memory._become(kept.appended(new))
+    memory.next_id = entry.id + 1
+    return Stored(entry, replaced)

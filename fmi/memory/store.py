@@ -1,0 +1,495 @@
+"""The fast memory: entries with keys and values, the sites they were taken at, and I/O.
+
+A memory is data, not weights: saving it writes one safetensors file whose metadata names the
+model, the sites, alpha, the key encoder and the calibrated thresholds; loading refuses a model
+it was not written with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from fmi.errors import EntryNotFoundError, MemoryFileError, MemoryMismatchError
+from fmi.memory.keys import Standardizer
+from fmi.memory.search import Channel
+from fmi.reporting.atomic import write_atomically
+
+SYMBOL_ROLE, CONTEXT_ROLE = 0, 1
+REQUIRED_TENSORS = (
+    "values",
+    "symbol_keys",
+    "token_keys",
+    "token_owner",
+    "token_role",
+    "symbol_std.mean",
+    "symbol_std.std",
+    "token_std.mean",
+    "token_std.std",
+)
+REQUIRED_META = (
+    "model_name",
+    "d_model",
+    "inject_site",
+    "alpha",
+    "symbol_site",
+    "token_site",
+    "thresholds",
+    "entries",
+)
+
+
+def memory_metadata(path: str | Path) -> dict:
+    """The metadata of the memory file at ``path`` (its model, sites, entries...), read without
+    loading a model; ``MemoryFileError`` for a missing or unreadable file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["fmi"])
+    except FileNotFoundError:
+        raise MemoryFileError(f"no memory file at {path}") from None
+    except Exception as err:  # safetensors raises its own error type on bad headers
+        raise MemoryFileError(f"{path} is not a readable fmi memory file ({err})") from None
+    if not isinstance(meta, dict):
+        raise MemoryFileError(f"{path} is not a readable fmi memory file (bad metadata)")
+    return meta
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One binding as stored: in ``context``, ``symbol`` means ``label`` (first token ``target``).
+
+    ``tokens`` is the whole stored answer when it has more than the first token: ``target``,
+    the answer's later tokens, then the end token when ``ends``, one value each
+    (``FastMemory.sequence``). Empty for a one-token entry without an end value.
+    """
+
+    context: str
+    symbol: str
+    label: str
+    target: int
+    tokens: tuple[int, ...] = ()
+    ends: bool = False  # the last of ``tokens`` is the end token, not part of the answer
+    statement: str = ""  # a free-form fact's statement (FastMemory.write); "" for a binding
+    id: int = -1  # stable id given by FastMemory.write (-1: a recall binding, no id)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
+        if self.tokens and self.tokens[0] != self.target:
+            raise ValueError(f"entry {self.symbol!r}: tokens must start with target {self.target}")
+        if self.ends and len(self.tokens) < 2:
+            raise ValueError(f"entry {self.symbol!r}: an end token needs an answer token before it")
+
+    @property
+    def answer(self) -> tuple[int, ...]:
+        """Every stored token id, the first included (the end token too)."""
+        return self.tokens or (self.target,)
+
+    @property
+    def answer_tokens(self) -> tuple[int, ...]:
+        """The answer's own token ids, without the end token."""
+        return self.answer[:-1] if self.ends else self.answer
+
+
+@dataclass
+class KeyEncoder:
+    """How raw residual states become keys: two sites, their standardizers, the projector."""
+
+    symbol_site: str
+    token_site: str
+    symbol_std: Standardizer
+    token_std: Standardizer
+    projector: Float[Tensor, "d r"] | None = None
+
+    def raw(self, acts: Tensor) -> Tensor:
+        """Standardized single-vector keys at ``symbol_site`` (the ``raw_*`` modes)."""
+        return self.symbol_std(acts)
+
+    def projected(self, acts: Tensor) -> Tensor:
+        """Keys through the learned projector (``both_top1``, ``context_gate``, ``average``)."""
+        if self.projector is None:
+            raise ValueError("this key encoder has no trained projector")
+        return self.symbol_std(acts) @ self.projector
+
+    def tokens(self, acts: Tensor) -> Tensor:
+        """Standardized token keys at ``token_site`` (the ``dual_key`` modes)."""
+        return self.token_std(acts)
+
+
+@dataclass
+class FastMemory:
+    """Entries, their values and keys, and everything needed to read them back."""
+
+    model_name: str
+    d_model: int
+    inject_site: str
+    alpha: float
+    encoder: KeyEncoder
+    entries: list[Entry]
+    values: Float[Tensor, "n d"]
+    symbol_keys: Float[Tensor, "n d"]
+    token_keys: Float[Tensor, "m d"]
+    token_owner: Int[Tensor, " m"]
+    token_role: Int[Tensor, " m"]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    dual_weights: Float[Tensor, " 4"] | None = None
+    # Values of answer steps after the first (later answer tokens, then the end token), in
+    # entry order and step order; tail_owner[i] is the entry row i belongs to.
+    tail_values: Float[Tensor, "m d"] | None = None
+    tail_owner: Int[Tensor, " m"] | None = None
+    # How free-form writing and reading work (FastMemory.fit / write / generate): the text that
+    # ends an answer, the refinement steps of each value, the retrieval mode, the next free id,
+    # and what the fit measured on its training split.
+    end: str | None = None
+    refine_steps: int = 1
+    mode: str = "dual_key"
+    next_id: int = 0
+    fit_info: dict = field(default_factory=dict)
+    _model: object = field(default=None, repr=False, compare=False)  # bound by fit / load
+    _index: dict[str, tuple[Tensor, Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _search: dict[str, Channel] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def key_index(self, channel: str) -> tuple[Float[Tensor, "m k"], Int[Tensor, " m"]]:
+        """Unit-norm keys of one retrieval channel and the entry owning each row, computed once
+        per memory (``replace``/``head`` give a new memory, with its own index). Channels:
+        ``raw`` and ``projected`` (one key per entry), ``symbol`` and ``context`` (token keys)."""
+        if channel not in self._index:
+            enc = self.encoder
+            if channel in ("raw", "projected"):
+                keys = (
+                    enc.raw(self.symbol_keys)
+                    if channel == "raw"
+                    else enc.projected(self.symbol_keys)
+                )
+                owner = torch.arange(len(self), device=keys.device)
+            elif channel in ("symbol", "context"):
+                sel = self.token_role == (SYMBOL_ROLE if channel == "symbol" else CONTEXT_ROLE)
+                keys, owner = enc.tokens(self.token_keys[sel]), self.token_owner[sel]
+            else:
+                raise ValueError(f"unknown key channel {channel!r}")
+            self._index[channel] = (torch.nn.functional.normalize(keys, dim=-1), owner)
+        return self._index[channel]
+
+    def search_channel(self, channel: str) -> Channel:
+        """The channel's unit keys with their int8 codes for :func:`fmi.memory.search.search_top1`,
+        built once per memory like :meth:`key_index`."""
+        if channel not in self._search:
+            keys, owner = self.key_index(channel)
+            self._search[channel] = Channel.of(keys, owner, len(self))
+        return self._search[channel]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def sequence(self, entry: int) -> Float[Tensor, "t d"]:
+        """Entry ``entry``'s values, one per stored token (``entries[entry].answer``), unscaled."""
+        first = self.values[entry : entry + 1]
+        if self.tail_values is None or self.tail_owner is None:
+            return first
+        return torch.cat([first, self.tail_values[self.tail_owner == entry]])
+
+    def metadata(self) -> dict:
+        return {
+            "model_name": self.model_name,
+            "d_model": self.d_model,
+            "inject_site": self.inject_site,
+            "alpha": self.alpha,
+            "symbol_site": self.encoder.symbol_site,
+            "token_site": self.encoder.token_site,
+            "thresholds": self.thresholds,
+            "entries": [asdict(e) for e in self.entries],
+            "end": self.end,
+            "refine_steps": self.refine_steps,
+            "mode": self.mode,
+            "next_id": self.next_id,
+            "fit_info": self.fit_info,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the memory to one safetensors file, atomically (temp file, then rename): a
+        killed save leaves the old file as it was.
+
+        >>> import tempfile, fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> memory.save(tempfile.mkdtemp() + "/empty.fmi.safetensors")
+        """
+        tensors = {
+            "values": self.values,
+            "symbol_keys": self.symbol_keys,
+            "token_keys": self.token_keys,
+            "token_owner": self.token_owner,
+            "token_role": self.token_role,
+            "symbol_std.mean": self.encoder.symbol_std.mean,
+            "symbol_std.std": self.encoder.symbol_std.std,
+            "token_std.mean": self.encoder.token_std.mean,
+            "token_std.std": self.encoder.token_std.std,
+        }
+        if self.encoder.projector is not None:
+            tensors["projector"] = self.encoder.projector
+        if self.dual_weights is not None:
+            tensors["dual_weights"] = self.dual_weights
+        if self.tail_values is not None and self.tail_owner is not None:
+            tensors["tail_values"] = self.tail_values
+            tensors["tail_owner"] = self.tail_owner
+        # clone: safetensors refuses two names for one storage (e.g. a shared standardizer)
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+        write_atomically(
+            Path(path),
+            lambda tmp: save_file(tensors, str(tmp), metadata={"fmi": json.dumps(self.metadata())}),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, model) -> FastMemory:
+        """Load a memory for ``model`` (a ``LoadedModel``); refuse one written with another.
+
+        >>> import tempfile, fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> path = tempfile.mkdtemp() + "/m.fmi.safetensors"
+        >>> memory.save(path)
+        >>> len(fmi.FastMemory.load(path, model))
+        0
+        """
+        meta = memory_metadata(path)
+        try:
+            t = load_file(str(path))
+        except Exception as err:  # safetensors raises its own error type on bad data
+            raise MemoryFileError(f"{path} is not a readable fmi memory file ({err})") from None
+        missing = [k for k in REQUIRED_TENSORS if k not in t]
+        missing += [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise MemoryFileError(f"{path} is not a complete fmi memory file (no {missing[0]})")
+        d_model = int(model.bridge.cfg.d_model)
+        if meta["model_name"] != model.name or meta["d_model"] != d_model:
+            raise MemoryMismatchError(
+                f"memory {path} was written with model {meta['model_name']!r} "
+                f"(d_model {meta['d_model']}); refusing to load it into {model.name!r} "
+                f"(d_model {d_model})"
+            )
+        encoder = KeyEncoder(
+            meta["symbol_site"],
+            meta["token_site"],
+            Standardizer(t["symbol_std.mean"], t["symbol_std.std"]),
+            Standardizer(t["token_std.mean"], t["token_std.std"]),
+            t.get("projector"),
+        )
+        return cls(
+            model_name=meta["model_name"],
+            d_model=meta["d_model"],
+            inject_site=meta["inject_site"],
+            alpha=float(meta["alpha"]),
+            encoder=encoder,
+            entries=[Entry(**e) for e in meta["entries"]],
+            values=t["values"],
+            symbol_keys=t["symbol_keys"],
+            token_keys=t["token_keys"],
+            token_owner=t["token_owner"],
+            token_role=t["token_role"],
+            thresholds={k: float(v) for k, v in meta["thresholds"].items()},
+            dual_weights=t.get("dual_weights"),
+            tail_values=t.get("tail_values"),
+            tail_owner=t.get("tail_owner"),
+            end=meta.get("end"),
+            refine_steps=int(meta.get("refine_steps", 1)),
+            mode=meta.get("mode", "dual_key"),
+            next_id=int(meta.get("next_id", 0)),
+            fit_info=meta.get("fit_info", {}),
+            _model=model,
+        )
+
+    def head(self, n: int) -> FastMemory:
+        """The memory of the first ``n`` entries alone: exactly what writing only them would give,
+        since an entry's keys and value come from its own statement."""
+        if not 0 < n <= len(self):
+            raise ValueError(f"head needs 0 < n <= {len(self)} entries, got {n}")
+        return self.select(list(range(n)))
+
+    def select(self, rows: list[int]) -> FastMemory:
+        """The memory of entries ``rows`` alone, in that order (duplicates refused): what writing
+        only them would give. ``select`` without an entry is how an entry is deleted.
+        """
+        if len(set(rows)) != len(rows) or any(not 0 <= r < len(self) for r in rows):
+            raise ValueError(f"select needs distinct entries in 0..{len(self) - 1}, got {rows}")
+        new_of = torch.full((len(self),), -1, dtype=torch.long)
+        new_of[torch.tensor(rows, dtype=torch.long)] = torch.arange(len(rows))
+
+        def regroup(owner: Tensor) -> Tensor:
+            """Indices of the rows owned by kept entries, grouped in the new entry order."""
+            mapped = new_of[owner]
+            kept = (mapped >= 0).nonzero().squeeze(-1)
+            return kept[torch.argsort(mapped[kept], stable=True)]
+
+        tok = regroup(self.token_owner)
+        tail_values, tail_owner = self.tail_values, self.tail_owner
+        if tail_values is not None and tail_owner is not None:
+            tail = regroup(tail_owner)
+            tail_values, tail_owner = tail_values[tail], new_of[tail_owner[tail]]
+        index = torch.tensor(rows, dtype=torch.long)
+        return replace(
+            self,
+            entries=[self.entries[r] for r in rows],
+            values=self.values[index],
+            symbol_keys=self.symbol_keys[index],
+            token_keys=self.token_keys[tok],
+            token_owner=new_of[self.token_owner[tok]],
+            token_role=self.token_role[tok],
+            tail_values=tail_values,
+            tail_owner=tail_owner,
+        )
+
+    def symbols(self) -> list[str]:
+        return [e.symbol for e in self.entries]
+
+    # ------------------------------------------------------------------ free-form facts
+
+    @classmethod
+    def fit(cls, model, config=None) -> FastMemory:
+        """An empty memory for ``model``, fitted on the built-in training split only: the key
+        standardizers, projector, dual-key weights, thresholds, alpha and refinement steps
+        (:func:`fmi.memory.fit.fit`). ``config`` is a :class:`fmi.RecallConfig` (default: the
+        recall defaults, answers ending in a newline).
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> len(memory), memory.mode, memory.end
+        (0, 'dual_key', '\\n')
+        """
+        from fmi.memory.statements import fit_empty
+
+        return fit_empty(model, config)
+
+    def _require_model(self, model):
+        model = model if model is not None else self._model
+        if model is None:
+            raise ValueError("this memory has no model bound; pass model=")
+        return model
+
+    def write(self, statement: str, answer: str, *, spans: dict | None = None, model=None):
+        """Store the fact ``statement + answer`` from one frozen forward pass; a stored fact with
+        the same key spans (symbol and context text) is replaced: latest wins.
+
+        ``spans`` names the key: ``{"symbol": "Alice"}`` (what the fact is about), optionally
+        ``"context"`` (its frame, e.g. ``"game A"``); a missing channel is the rest of the
+        statement, and no spans at all make the whole statement both. Returns a
+        :class:`fmi.memory.statements.Stored` with the new entry (its ``id``) and the one it
+        replaced.
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> alice = {"symbol": "Alice"}
+        >>> first = memory.write("Alice's favourite drink is", " green tea", spans=alice)
+        >>> again = memory.write("Alice's favourite drink is", " coffee", spans=alice)
+        >>> first.entry.id, again.entry.id, again.replaced.id, len(memory)
+        (0, 1, 0, 1)
+        """
+        from fmi.memory.statements import write_fact
+
+        return write_fact(self, self._require_model(model), statement, answer, spans)
+
+    def delete(self, entry_id: int) -> Entry:
+        """Remove the entry with id ``entry_id`` and return it; reading is then exactly as if it
+        had never been written.
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> stored = memory.write("Bob lives in", " Paris", spans={"symbol": "Bob"})
+        >>> memory.delete(stored.entry.id).answer == stored.entry.answer, len(memory)
+        (True, 0)
+        """
+        ids = [e.id for e in self.entries]
+        if entry_id not in ids:
+            raise EntryNotFoundError(
+                f"no entry with id {entry_id} in this memory (ids: {ids or 'none'})"
+            )
+        row = ids.index(entry_id)
+        removed = self.entries[row]
+        self._become(self.select([r for r in range(len(self)) if r != row]))
+        return removed
+
+    def _become(self, other: FastMemory) -> None:
+        """Take ``other``'s entries, keys and values in place (caches cleared)."""
+        for name in (
+            "entries",
+            "values",
+            "symbol_keys",
+            "token_keys",
+            "token_owner",
+            "token_role",
+            "tail_values",
+            "tail_owner",
+            "next_id",
+        ):
+            setattr(self, name, getattr(other, name))
+        self._index.clear()
+        self._search.clear()
+
+    def appended(self, other: FastMemory) -> FastMemory:
+        """This memory's entries followed by ``other``'s (keys, values and answer steps), read
+        this memory's way."""
+        n, d = len(self), self.values.shape[1]
+
+        def tails(m: FastMemory) -> tuple[Tensor, Tensor]:
+            if m.tail_values is None or m.tail_owner is None:
+                return torch.zeros(0, d), torch.zeros(0, dtype=torch.long)
+            return m.tail_values, m.tail_owner
+
+        (tv, to), (ov, oo) = tails(self), tails(other)
+        return replace(
+            self,
+            entries=[*self.entries, *other.entries],
+            values=torch.cat([self.values, other.values]),
+            symbol_keys=torch.cat([self.symbol_keys, other.symbol_keys]),
+            token_keys=torch.cat([self.token_keys, other.token_keys]),
+            token_owner=torch.cat([self.token_owner, other.token_owner + n]),
+            token_role=torch.cat([self.token_role, other.token_role]),
+            tail_values=torch.cat([tv, ov]),
+            tail_owner=torch.cat([to, oo + n]),
+        )
+
+    def generate(
+        self, model, prompts: list[str], *, max_new_tokens: int = 16, until: str | None = "end"
+    ) -> list[str]:
+        """Greedy continuations of ``prompts`` reading this memory (one pass, KV cache), each cut
+        at the first ``until`` (``"end"``, the default: the memory's end text; ``None``: not cut).
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> out = memory.generate(model, ["Question: where does Bob live? Answer:"])
+        >>> len(out), type(out[0])
+        (1, <class 'str'>)
+        """
+        from fmi.memory.ask import ask
+
+        cut = self.end if until == "end" else until
+        return [a.text for a in ask(self, model, prompts, max_new_tokens=max_new_tokens, until=cut)]
+
+    def apply(self, model):
+        """A context manager with the memory's read hooks on ``model`` for any TransformerLens
+        call inside it, removed on exit (also after an exception).
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> tokens = model.tokenizer("Where does Bob live?", return_tensors="pt")["input_ids"]
+        >>> with memory.apply(model) as log:
+        ...     logits = model.bridge(tokens)
+        >>> logits.shape[0]
+        1
+        """
+        from fmi.memory.ask import applied
+
+        return applied(self, model)

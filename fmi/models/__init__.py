@@ -1,0 +1,2 @@
+"""Loading frozen language models: the registry, offline assets, GGUF conversion and tiny random
+models for tests."""

@@ -1,0 +1,46 @@
+"""Every ``>>>`` example in the public modules runs and prints what it says."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "fmi",
+    "fmi.memory.store",
+    "fmi.memory.statements",
+    "fmi.memory.ask",
+    "fmi.memory.refine",
+    "fmi.memory.answers",
+    "fmi.experiments.config",
+    "fmi.experiments.evaluate",
+    "fmi.experiments.intervals",
+    "fmi.experiments.questions",
+    "fmi.experiments.tasks",
+    "fmi.memory.fit",
+    "analyses.compare.entropy_gate",
+    "analyses.compare.seeds",
+    "analyses.compare.soft_prefix",
+    "fmi.experiments.known_facts",
+    "analyses.edit.cases",
+    "analyses.edit.loaders",
+    "analyses.edit.bundled",
+    "analyses.edit.config",
+    "analyses.edit.score",
+    "analyses.edit.methods",
+    "analyses.edit.teacher",
+    "analyses.edit.tune",
+    "analyses.edit.fast",
+    "analyses.edit.figures",
+    "analyses.edit.rome",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
