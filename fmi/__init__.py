@@ -25,12 +25,12 @@ _EXPORTS = {
     "load_model": "fmi.models.registry",
     "list_models": "fmi.models.registry",
     "FastMemory": "fmi.memory.store",
-    "Entry": "fmi.memory.store",
+    "Entry": "fmi.memory.entry",
     "Stored": "fmi.memory.statements",
     "Answer": "fmi.memory.ask",
     "RecallConfig": "fmi.experiments.config",
     "run_recall": "fmi.experiments.recall",
-    "builtin_task": "fmi.experiments.tasks",
+    "builtin_task": "fmi.experiments.builtin_tasks",
 }
 __all__ = [
     "Answer",
@@ -45,12 +45,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from fmi.experiments.builtin_tasks import builtin_task
     from fmi.experiments.config import RecallConfig
     from fmi.experiments.recall import run_recall
-    from fmi.experiments.tasks import builtin_task
     from fmi.memory.ask import Answer
+    from fmi.memory.entry import Entry
     from fmi.memory.statements import Stored
-    from fmi.memory.store import Entry, FastMemory
+    from fmi.memory.store import FastMemory
     from fmi.models.registry import list_models, load_model
 
 

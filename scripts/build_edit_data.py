@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analyses.edit.bundled import built_files, data_dir, write_bundled
+from analyses.edit.bundled.build import built_files, write_bundled
+from analyses.edit.bundled.files import data_dir
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ plus every fitted number, as one JSON line. Two fits with equal fingerprints are
     python scripts/fit_fingerprint.py gemma-3-270m 2
     ATEN_CPU_CAPABILITY=avx2 python scripts/fit_fingerprint.py gemma-3-270m 2
 
-(The README's reproducibility section compares those two runs.)
+(The reproducibility section of docs/results.md compares those two runs.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's `fmi memory` walk-through: every command, then its output. Usage:
+# The `fmi memory` walk-through of docs/quickstart.md (an excerpt in the README): every command,
+# then its output. Usage:
 #   scripts/memory_walkthrough.sh [MODEL] [FILE]     (default gemma-3-270m, a temp file)
 set -euo pipefail
 MODEL=${1:-gemma-3-270m}

@@ -1,21 +1,27 @@
-"""Print the README block for a results file: what tests/integration/test_results_files.py compares.
+"""Print the README or docs block for a results file: what tests/integration/test_results_files.py
+compares with the block under ``<!-- results: PATH -->`` (or ``<!-- results: PATH headline -->``).
 
 .venv/bin/python scripts/readme_table.py results/gemma-3-270m/recall-seeds.json
+.venv/bin/python scripts/readme_table.py --headline results/gemma-3-270m/recall-seeds.json
 """
 
 import json
 import sys
 
-from analyses.results import results_report
+from analyses.results import VIEWS
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
-        print("usage: readme_table.py RESULTS.json", file=sys.stderr)
+    args = sys.argv[1:]
+    view = ""
+    if args and args[0] == "--headline":
+        view, args = "headline", args[1:]
+    if len(args) != 1:
+        print("usage: readme_table.py [--headline] RESULTS.json", file=sys.stderr)
         return 2
-    with open(sys.argv[1]) as f:
+    with open(args[0]) as f:
         doc = json.load(f)
-    print(results_report(doc))
+    print(VIEWS[view](doc))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 # Imported here, at collection, so that a process forked after collecting (mutmut's fork server,
@@ -35,34 +37,24 @@ def tiny_gemma() -> LoadedModel:
 
 
 @pytest.fixture(scope="session")
-def quick_setup(tiny_gemma):
-    """A memory fitted on the quick analysis configuration over ``tiny_gemma`` (seconds)."""
-    from analyses.prepare import AnalysisConfig, prepare
-
-    setup, _ = prepare(AnalysisConfig.quick_config(), model=tiny_gemma, announce=_quiet)
-    return setup
-
-
-@pytest.fixture(scope="session")
-def quick_reports(quick_setup, tmp_path_factory):
-    """Every analysis run on ``quick_setup`` into one directory: ``(directory, index path)``."""
-    from analyses.run import run_analyses
-
-    out = tmp_path_factory.mktemp("reports")
-    index = run_analyses(quick_setup.cfg, out, setup=quick_setup, progress=False, announce=_quiet)
-    return out, index
-
-
-@pytest.fixture(scope="session")
-def quick_compare(tiny_gemma):
-    """The quick comparison's config, task, fit and prepared ``same`` split on tiny-gemma."""
-    from analyses.compare.config import CompareConfig
-    from fmi.experiments.evaluate import prepare_split
+def quick_fit(tiny_gemma):
+    """A memory fitted on the quick recall configuration over ``tiny_gemma``, from the library
+    alone (no analysis module): ``.model``, ``.cfg``, ``.task``, ``.fitted``."""
+    from fmi.experiments.config import RecallConfig
+    from fmi.experiments.labels import check_labels
     from fmi.experiments.recall import task_for
     from fmi.memory.fit import fit
+    from fmi.memory.projectors import ProjectorConfig
 
-    cfg = CompareConfig.quick_config()
-    task = task_for(cfg.recall)
-    fitted = fit(tiny_gemma, task.train, cfg.recall)
-    run = prepare_split(tiny_gemma, task.split("same"), fitted, cfg.recall)
-    return cfg, task, fitted, run
+    # the analyses' quick configuration's recall part (single-token labels)
+    cfg = RecallConfig.seed_value(
+        rho_grid=(0.2, 0.8),
+        calibration_prompts=8,
+        projector=ProjectorConfig(dim=16),
+        n_unrelated=12,
+    )
+    task = task_for(cfg)
+    check_labels(task, tiny_gemma.tokenizer)
+    return SimpleNamespace(
+        model=tiny_gemma, cfg=cfg, task=task, fitted=fit(tiny_gemma, task.train, cfg)
+    )

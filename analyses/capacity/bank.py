@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 
-from fmi.experiments.nonce import nonce_words
-from fmi.experiments.tasks import (
+from fmi.experiments.builtin_tasks import (
     TRAIN_CONTEXTS,
-    Binding,
     conflicting_bank,
     excluded_words,
     label_categories,
 )
+from fmi.experiments.nonce import nonce_words
+from fmi.experiments.tasks import Binding
 
 
 def capacity_bindings(n: int, seed: int, skip: int) -> list[Binding]:

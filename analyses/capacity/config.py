@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from analyses.capacity.lora import LoraConfig
+from analyses.capacity.lora.config import LoraConfig
 from fmi.errors import ConfigError, require_at_least
 from fmi.experiments.config import RecallConfig
 from fmi.memory.retrieve import check_modes
@@ -23,7 +23,7 @@ class CapacityConfig:
     - ``lora_sizes``: the sizes (among ``sizes``) the LoRA probe trains on, each rank of
       ``lora.ranks``; empty skips the probe. Its learning rate and steps are tuned per rank on
       ``lora.tune_size`` training bindings (``lora.lrs`` x ``lora.step_grid``), with a retention
-      KL on training unrelated prompts (:class:`analyses.capacity.lora.LoraConfig`).
+      KL on training unrelated prompts (:class:`analyses.capacity.lora.config.LoraConfig`).
     The memory itself is fitted exactly as ``fmi recall --seed-value`` fits it (``recall``:
     one-token bindings, the seed value).
     """

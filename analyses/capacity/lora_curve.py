@@ -10,34 +10,31 @@ The learning rate and step count are tuned once per rank on training data only
 memory was fitted on and never a capacity word, its own read questions, and its unrelated
 prompts (the training question split, disjoint by question from the evaluation prompts the rows
 report). Every step also pays ``retention_weight`` x KL on training unrelated prompts
-(:func:`analyses.capacity.lora.retention_kl`); the tuning's unrelated check uses the other training
-unrelated prompts.
+(:func:`analyses.capacity.lora.retention.retention_kl`); the tuning's unrelated check uses the
+other training unrelated prompts.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from analyses.capacity.config import CapacityConfig
-from analyses.capacity.lora import (
-    LoraConfig,
-    Retention,
-    TuneSet,
-    answer_loss,
-    choose,
-    lora_outputs,
-    train_lora,
-    tune_lora,
-)
+from analyses.capacity.lora.adapter import lora_outputs
+from analyses.capacity.lora.config import LoraConfig
+from analyses.capacity.lora.retention import Retention
+from analyses.capacity.lora.train import answer_loss, train_lora
+from analyses.capacity.lora.tune import TuneSet, choose, tune_lora
 from analyses.capacity.measure import Bank, base_of
 from analyses.capacity.power_law import PowerLaw, fit_power_law
 from fmi.core.generate import greedy
 from fmi.errors import ConfigError
 from fmi.experiments.evaluate import Outputs, hits, summarize
+from fmi.experiments.queries import QuerySet
 
 RULE = (
     "best first-token read accuracy among (lr, steps) whose unrelated_changed <= "
@@ -94,16 +91,8 @@ def tuned_settings(
     lc = cfg.lora
     retain, held, statements, targets, reads = lora_training_data(model, train_split, lc)
     retention = Retention.build(model, retain, lc.batch_size) if lc.retention_weight > 0 else None
-    out: dict[int, dict] = {}
     if not lc.tuned:
-        for rank in lc.ranks:
-            out[rank] = {
-                "lr": lc.lrs[0],
-                "steps": lc.step_grid[0],
-                "tuning_budget": "none: 1 configuration (fixed lr and steps), not tuned",
-                "tuning": None,
-            }
-        return retention, out
+        return retention, {rank: fixed_setting(lc) for rank in lc.ranks}
     base = greedy(
         model, held, site="", max_new_tokens=cfg.recall.max_new_tokens, batch_size=cfg.batch_size
     )
@@ -114,41 +103,81 @@ def tuned_settings(
         f"{len(lc.lrs)} training runs of {lc.steps} steps, read at each step count) at "
         f"N={lc.tune_size} on training bindings"
     )
-    for rank in lc.ranks:
-        start = time.perf_counter()
-        curve = tune_lora(
-            model,
-            data,
-            rank,
-            lc,
-            retention,
-            max_new_tokens=cfg.recall.max_new_tokens,
-            batch_size=cfg.batch_size,
-        )
-        best = choose(curve, lc.max_unrelated_changed)
-        seconds = time.perf_counter() - start
-        out[rank] = {
-            "lr": best["lr"],
-            "steps": best["steps"],
-            "tuning_budget": budget,
-            "tuning": {
-                "size": lc.tune_size,
-                "rule": RULE,
-                "max_unrelated_changed": lc.max_unrelated_changed,
-                "read_prompts": len(reads),
-                "unrelated_prompts": len(held),
-                "chosen": best,
-                "curve": curve,
-                "seconds": round(seconds, 1),
-            },
-        }
-        announce(
-            f"fmi: LoRA r={rank} tuned on {lc.tune_size} training bindings: lr {best['lr']:g}, "
-            f"{best['steps']} steps (read {best['read']:.3f}, unrelated changed "
-            f"{best['unrelated_changed']:.3f}"
-            f"{'' if best['within_bound'] else ', none within the bound'}; {seconds:.0f} s)"
-        )
+    out = {
+        rank: tuned_setting(model, data, rank, cfg, retention, budget, announce)
+        for rank in lc.ranks
+    }
     return retention, out
+
+
+def fixed_setting(lc: LoraConfig) -> dict:
+    """The setting of an untuned grid: its one learning rate and step count."""
+    return {
+        "lr": lc.lrs[0],
+        "steps": lc.step_grid[0],
+        "tuning_budget": "none: 1 configuration (fixed lr and steps), not tuned",
+        "tuning": None,
+    }
+
+
+def tuned_setting(
+    model,
+    data: TuneSet,
+    rank: int,
+    cfg: CapacityConfig,
+    retention: Retention | None,
+    budget: str,
+    announce=print,
+) -> dict:
+    """Rank ``rank``'s (lr, steps), chosen on ``data`` by :data:`RULE` (timed, announced)."""
+    lc = cfg.lora
+    start = time.perf_counter()
+    curve = tune_lora(
+        model,
+        data,
+        rank,
+        lc,
+        retention,
+        max_new_tokens=cfg.recall.max_new_tokens,
+        batch_size=cfg.batch_size,
+    )
+    best = choose(curve, lc.max_unrelated_changed)
+    seconds = time.perf_counter() - start
+    announce(
+        f"fmi: LoRA r={rank} tuned on {lc.tune_size} training bindings: lr {best['lr']:g}, "
+        f"{best['steps']} steps (read {best['read']:.3f}, unrelated changed "
+        f"{best['unrelated_changed']:.3f}"
+        f"{'' if best['within_bound'] else ', none within the bound'}; {seconds:.0f} s)"
+    )
+    return {
+        "lr": best["lr"],
+        "steps": best["steps"],
+        "tuning_budget": budget,
+        "tuning": {
+            "size": lc.tune_size,
+            "rule": RULE,
+            "max_unrelated_changed": lc.max_unrelated_changed,
+            "read_prompts": len(data.reads),
+            "unrelated_prompts": len(data.unrelated),
+            "chosen": best,
+            "curve": curve,
+            "seconds": round(seconds, 1),
+        },
+    }
+
+
+@dataclass(frozen=True)
+class SizeData:
+    """What every rank's adapter at size ``n`` trains on and is read with: the first ``n``
+    entries, their statements and answer tokens, and that size's sampled queries (``rows``
+    into the bank's)."""
+
+    n: int
+    entries: list
+    statements: list[str]
+    targets: torch.Tensor
+    rows: list[int]
+    qs: QuerySet
 
 
 def lora_rows(
@@ -172,71 +201,92 @@ def lora_rows(
         from fmi.experiments.recall import task_for
 
         train_split = task_for(cfg.recall).train
-    lc = cfg.lora
     retention, settings = tuned_settings(model, train_split, cfg, announce)
     out = []
     for n in cfg.lora_sizes:
         entries = bank.memory.entries[:n]
-        statements = [templates.prompt("write", b) for b in bindings[:n]]
-        targets = torch.tensor([e.target for e in entries])
-        rows = bank.rows[n]
-        qs = bank.qs.subset(rows)
-        for rank in lc.ranks:
-            chosen = settings[rank]
-            start = time.perf_counter()
-            run = train_lora(
-                model,
-                statements,
-                targets,
-                rank,
-                lc,
-                lr=chosen["lr"],
-                steps=chosen["steps"],
-                retention=retention,
-            )
-            seconds = time.perf_counter() - start
-            adapter = run.adapter
-            gen = lora_outputs(
-                model,
-                adapter,
-                qs.texts,
-                max_new_tokens=cfg.recall.max_new_tokens,
-                batch_size=cfg.batch_size,
-                label_ids=bank.label_ids,
-            )
-            h = hits(
-                model,
-                qs,
-                entries,
-                bank.labels,
-                Outputs(gen.tokens, gen.label_pick),
-                base_of(done, rows),
-            )
-            row = summarize(h, qs, cfg.recall)
-            loss = answer_loss(model, statements, targets, adapter, cfg.batch_size)
-            row.update(
-                size=n,
-                rank=rank,
-                parameters=adapter.n_parameters,
-                loss=loss,
-                train_losses=[round(x, 4) for x in run.losses],
-                seconds=round(seconds, 1),
-                **chosen,
-                retention={
-                    "weight": lc.retention_weight,
-                    "prompts": retention.n_prompts if retention is not None else 0,
-                    "source": "training unrelated prompts (training question split)",
-                    "divergence": "KL(p_base || p_adapted), next token at the last position",
-                    "kl": [float(f"{x:.4g}") for x in run.retention],
-                },
-            )
-            out.append(row)
-            announce(
-                f"fmi: LoRA r={rank} N={n} (lr {chosen['lr']:g}, {chosen['steps']} steps): "
-                f"write {row['write']:.3f} read {row['read']:.3f} loss {loss:.3f} "
-                f"({seconds:.0f} s)"
+        size = SizeData(
+            n,
+            entries,
+            [templates.prompt("write", b) for b in bindings[:n]],
+            torch.tensor([e.target for e in entries]),
+            bank.rows[n],
+            bank.qs.subset(bank.rows[n]),
+        )
+        for rank in cfg.lora.ranks:
+            out.append(
+                lora_row(model, bank, size, rank, settings[rank], retention, done, cfg, announce)
             )
     return out
+
+
+def lora_row(
+    model,
+    bank: Bank,
+    size: SizeData,
+    rank: int,
+    chosen: dict,
+    retention: Retention | None,
+    done: dict,
+    cfg: CapacityConfig,
+    announce=print,
+) -> dict:
+    """The row of a rank-``rank`` adapter trained on ``size``'s statements at ``chosen``'s
+    (lr, steps), read with its queries (announced)."""
+    lc = cfg.lora
+    start = time.perf_counter()
+    run = train_lora(
+        model,
+        size.statements,
+        size.targets,
+        rank,
+        lc,
+        lr=chosen["lr"],
+        steps=chosen["steps"],
+        retention=retention,
+    )
+    seconds = time.perf_counter() - start
+    adapter = run.adapter
+    gen = lora_outputs(
+        model,
+        adapter,
+        size.qs.texts,
+        max_new_tokens=cfg.recall.max_new_tokens,
+        batch_size=cfg.batch_size,
+        label_ids=bank.label_ids,
+    )
+    outputs = Outputs(gen.tokens, gen.label_pick)
+    h = hits(model, size.qs, size.entries, bank.labels, outputs, base_of(done, size.rows))
+    row = summarize(h, size.qs, cfg.recall)
+    loss = answer_loss(model, size.statements, size.targets, adapter, cfg.batch_size)
+    row.update(
+        size=size.n,
+        rank=rank,
+        parameters=adapter.n_parameters,
+        loss=loss,
+        train_losses=[round(x, 4) for x in run.losses],
+        seconds=round(seconds, 1),
+        **chosen,
+        retention=retention_info(lc, retention, run.retention),
+    )
+    announce(
+        f"fmi: LoRA r={rank} N={size.n} (lr {chosen['lr']:g}, {chosen['steps']} steps): "
+        f"write {row['write']:.3f} read {row['read']:.3f} loss {loss:.3f} "
+        f"({seconds:.0f} s)"
+    )
+    return row
+
+
+def retention_info(lc: LoraConfig, retention: Retention | None, kl: list[float]) -> dict:
+    """How a row's adapter was held to the base: the term's weight and prompts, and the KL of
+    each training step (``kl``, to 4 significant digits)."""
+    return {
+        "weight": lc.retention_weight,
+        "prompts": retention.n_prompts if retention is not None else 0,
+        "source": "training unrelated prompts (training question split)",
+        "divergence": "KL(p_base || p_adapted), next token at the last position",
+        "kl": [float(f"{x:.4g}") for x in kl],
+    }
 
 
 MEMORIZED = 0.01  # nats: below this an adapter has memorized its bindings; no law describes 0

@@ -26,9 +26,17 @@ from fmi.core.generate import Generated, greedy
 from fmi.experiments.evaluate import Outputs, hits, summarize
 from fmi.experiments.metrics import rate
 from fmi.experiments.queries import QuerySet
-from fmi.memory.fit import Fitted, read_queries, write_memory
-from fmi.memory.retrieve import Decision, QueryScores, decide, retrieved_right, score_queries
+from fmi.memory.fit import Fitted
+from fmi.memory.retrieve import (
+    Decision,
+    QueryScores,
+    decide,
+    read_queries,
+    retrieved_right,
+    score_queries,
+)
 from fmi.memory.store import FastMemory
+from fmi.memory.write import write_memory
 
 
 @dataclass(frozen=True)

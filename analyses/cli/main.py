@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.cli import memory as memory_cli
+from analyses.cli.options import parser
 from fmi.errors import ConfigError, FmiError
 
 
@@ -247,120 +248,6 @@ def _inspect(args: argparse.Namespace) -> int:
     print(ins.summary())
     print(f"wrote {path}")
     return 0
-
-
-def parser() -> argparse.ArgumentParser:
-    from fmi.experiments.config import RecallConfig
-    from fmi.memory.retrieve import MODES
-
-    defaults = RecallConfig()
-    p = argparse.ArgumentParser(prog="fmi", description="Fast memory for frozen language models.")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("models", help="list registered models and whether each loads here")
-    r = sub.add_parser("recall", help="write, read and measure the fast memory")
-    r.add_argument("--model", default="auto", help="registry name (see `fmi models`); default auto")
-    r.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
-    r.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument(
-        "--seeds",
-        help="comma-separated seeds (e.g. 101,102,103): one run per seed, then the mean and "
-        "range over seeds (overrides --seed)",
-    )
-    r.add_argument(
-        "--n-train", type=int, default=defaults.n_train, help="training symbols (builtin task)"
-    )
-    r.add_argument(
-        "--n-eval", type=int, default=defaults.n_eval, help="held-out symbols (builtin task)"
-    )
-    r.add_argument("--splits", help="comma-separated evaluation splits to run; default all")
-    r.add_argument(
-        "--end",
-        default="\\n",
-        help="text that ends an answer when read (escapes allowed; default '\\n'): a value is "
-        "stored for every answer token and for the end token ('' for none)",
-    )
-    r.add_argument(
-        "--seed-value",
-        action="store_true",
-        help="write as the seed experiment did: one unrefined value at the answer's first token "
-        "(one-token labels only; ignores --end)",
-    )
-    r.add_argument("--json", help="write the results document here")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
-    a = sub.add_parser("analyses", help="every analysis as a Plotly HTML report, plus an index")
-    a.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
-    a.add_argument("--out", help="output directory; default reports/<model>")
-    a.add_argument("--only", help="comma-separated subset of the analyses")
-    a.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--quiet", action="store_true", help="no progress bars")
-    c = sub.add_parser("compare", help="the fast memory against baselines, one HTML report")
-    c.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
-    c.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
-    c.add_argument(
-        "--splits", help="comma-separated evaluation splits; default same (a task file: file)"
-    )
-    c.add_argument("--out", help="output directory; default reports/<model>")
-    c.add_argument("--json", help="also write the results document here")
-    c.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument(
-        "--seeds",
-        help="comma-separated seeds (e.g. 101,102,103): one comparison per seed, then each "
-        "method's mean and range over seeds (overrides --seed)",
-    )
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
-    e = sub.add_parser("edit", help="knowledge editing: every method on the same edits, T held")
-    e.add_argument(
-        "--data", default="known-cf", help="known-cf, nonce-cf, or a CounterFact / ZsRE file"
-    )
-    e.add_argument("--format", default="auto", help="counterfact, zsre or auto (for --data FILE)")
-    e.add_argument("--methods", help="comma-separated; default: all (fmi edit -h lists them)")
-    e.add_argument("--edits", help="comma-separated T (edits held at once); default 1,10,100,1000")
-    e.add_argument("--seeds", help="comma-separated edit-order seeds; default 0")
-    e.add_argument("--scored", type=int, help="edits scored at every T; default 100")
-    e.add_argument("--max-new-tokens", type=int, default=0, help="greedy tokens (0: auto)")
-    e.add_argument("--cell-budget", type=float, default=900.0, help="write seconds per cell")
-    e.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
-    e.add_argument("--out", help="output directory; default reports/<model>")
-    e.add_argument("--json", help="also write the results document here")
-    e.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
-    k = sub.add_parser("capacity", help="read vs bank size, and LoRA adapters on the same data")
-    k.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
-    k.add_argument("--sizes", help="comma-separated even bank sizes; default 10,100,1000,10000")
-    k.add_argument(
-        "--lora-sizes", help="sizes (among --sizes) the LoRA probe trains on; '' skips it"
-    )
-    k.add_argument("--out", help="output directory; default reports/<model>")
-    k.add_argument("--json", help="also write the results document here")
-    k.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
-    k.add_argument("--seed", type=int, default=0)
-    k.add_argument(
-        "--from-json", help="rebuild the report from a saved document, measuring nothing"
-    )
-    b = sub.add_parser("bench", help="write, generation and retrieval cost, side by side")
-    b.add_argument("--model", default="auto", help="registry name; default auto")
-    b.add_argument("--prompts", type=int, default=64, help="statements and questions timed")
-    b.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is kept)")
-    b.add_argument("--json", help="also write the figures here")
-    b.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
-    b.add_argument("--seed", type=int, default=0)
-    i = sub.add_parser("inspect", help="one read prompt as an offline circuitsvis HTML page")
-    i.add_argument("--model", default="auto", help="registry name; default auto")
-    i.add_argument("--context", required=True, help="the binding's context, e.g. 'game A'")
-    i.add_argument("--symbol", required=True, help="the invented word to read back")
-    i.add_argument("--label", help="write (context, symbol) -> label first (one token)")
-    i.add_argument("--prompt", help="inspect this text instead of the read question")
-    i.add_argument("--mode", default="dual_key", help="retrieval mode: " + ", ".join(MODES))
-    i.add_argument("--memory", help="a saved memory (.safetensors); default: fit one")
-    i.add_argument("--out", help="page path; default reports/<model>/inspect-<context>-<symbol>")
-    i.add_argument("--force", action="store_true", help="inject the top entry even if abstaining")
-    i.add_argument("--n-train", type=int, default=defaults.n_train, help="training symbols")
-    i.add_argument("--n-eval", type=int, default=defaults.n_eval, help="held-out symbols")
-    i.add_argument("--seed", type=int, default=0)
-    memory_cli.add_parser(sub)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
 
 
 def _load(path: str):
-    from fmi.memory.store import FastMemory, memory_metadata
+    from fmi.memory.file_format import memory_metadata
+    from fmi.memory.store import FastMemory
     from fmi.models.registry import load_model
 
     meta = memory_metadata(path)
@@ -104,7 +105,8 @@ def entry_line(entry) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from fmi.memory.store import Entry, memory_metadata
+    from fmi.memory.entry import Entry
+    from fmi.memory.file_format import memory_metadata
 
     meta = memory_metadata(args.file)  # no model needed to list
     for e in meta.get("entries", []):

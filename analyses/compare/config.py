@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from analyses.compare.soft_prefix import SoftPrefixConfig
+from analyses.compare.soft_prefix.config import SoftPrefixConfig
 from fmi.errors import ConfigError, require_at_least
 from fmi.experiments.config import RecallConfig
 from fmi.memory.projectors import ProjectorConfig

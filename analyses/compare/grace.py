@@ -240,18 +240,7 @@ def grace_rows(
     )
     tune_s = time.perf_counter() - began
     start = time.perf_counter()
-    texts, keys, targets = edit_keys(model, run.split, site, cfg.batch_size)
-    book = build(keys, targets, eps)
-    owners = torch.tensor(book.owner)
-    values = train_values(
-        model,
-        [texts[o] for o in book.owner],
-        torch.tensor([targets[o] for o in book.owner]),
-        site,
-        ccfg.grace_steps,
-        ccfg.grace_lr,
-        cfg.batch_size,
-    )
+    book, n_edits, values = trained_codebook(model, run.split, site, eps, cfg, ccfg)
     write_s = time.perf_counter() - start
     states = last_states(model, run.qs.texts, site, cfg.batch_size)
     code, on = book.lookup(states)
@@ -264,47 +253,85 @@ def grace_rows(
         "site": site,
         "eps_init": eps,
         "codes": len(book.labels),
-        "edits": len(texts),
+        "edits": n_edits,
         "steps": ccfg.grace_steps,
         "lr": ccfg.grace_lr,
         "tuning_budget": budget,
         "tuning_seconds": tune_s,
     }
-    trained = replaced_outputs(model, run, cfg, site, values[code], on)
-    n_codes = len(book.labels)
     rows = [
-        score(
-            model,
-            run,
-            cfg,
-            "GRACE (trained values)",
-            "codebook",
-            mix(on, trained, run.base_outputs),
-            Cost(
-                1 + ccfg.grace_steps,
-                ccfg.grace_steps,
-                run.write_seconds + write_s,
-                f"{n_codes} codes; {ccfg.grace_steps} Adam steps per code through the blocks "
-                f"above {site}",
-            ),
-            active=on,
-            detail=detail,
-        )
+        trained_row(model, run, cfg, ccfg, site, values[code], on, write_s, detail),
+        correction_row(model, run, cfg, torch.tensor(book.owner)[code], on, detail),
     ]
-    entry = owners[code]
+    return rows, {"chosen": eps, "curve": [dict(p, epsilon=p["eps_init"]) for p in curve]}
+
+
+def trained_codebook(
+    model, split, site: str, eps: float, cfg: RecallConfig, ccfg
+) -> tuple[Codebook, int, Float[Tensor, "c d"]]:
+    """The codebook of ``split``'s edits at radius ``eps``, how many edits it holds, and each
+    code's value trained on its owner edit (:func:`train_values`)."""
+    texts, keys, targets = edit_keys(model, split, site, cfg.batch_size)
+    book = build(keys, targets, eps)
+    values = train_values(
+        model,
+        [texts[o] for o in book.owner],
+        torch.tensor([targets[o] for o in book.owner]),
+        site,
+        ccfg.grace_steps,
+        ccfg.grace_lr,
+        cfg.batch_size,
+    )
+    return book, len(texts), values
+
+
+def trained_row(
+    model,
+    run: SplitRun,
+    cfg: RecallConfig,
+    ccfg,
+    site: str,
+    values: Float[Tensor, "q d"],
+    on: Tensor,
+    write_s: float,
+    detail: dict,
+) -> Row:
+    """GRACE's own row: the firing code's trained value replaces the site's last position."""
+    trained = replaced_outputs(model, run, cfg, site, values, on)
+    return score(
+        model,
+        run,
+        cfg,
+        "GRACE (trained values)",
+        "codebook",
+        mix(on, trained, run.base_outputs),
+        Cost(
+            1 + ccfg.grace_steps,
+            ccfg.grace_steps,
+            run.write_seconds + write_s,
+            f"{detail['codes']} codes; {ccfg.grace_steps} Adam steps per code through the blocks "
+            f"above {site}",
+        ),
+        active=on,
+        detail=detail,
+    )
+
+
+def correction_row(
+    model, run: SplitRun, cfg: RecallConfig, entry: Tensor, on: Tensor, detail: dict
+) -> Row:
+    """GRACE's retrieval with the memory's values: the firing code's owner entry's correction
+    ``alpha v``, added at the memory's injection site."""
     deltas = run.memory.alpha * run.memory.values[entry]
     corrected = inject(model, run, cfg, run.memory.inject_site, deltas, on)
-    rows.append(
-        score(
-            model,
-            run,
-            cfg,
-            "GRACE (correction values)",
-            "codebook",
-            corrected,
-            Cost(1, 0, run.write_seconds, "the memory's write; GRACE's codebook picks the entry"),
-            active=on,
-            detail=detail,
-        )
+    return score(
+        model,
+        run,
+        cfg,
+        "GRACE (correction values)",
+        "codebook",
+        corrected,
+        Cost(1, 0, run.write_seconds, "the memory's write; GRACE's codebook picks the entry"),
+        active=on,
+        detail=detail,
     )
-    return rows, {"chosen": eps, "curve": [dict(p, epsilon=p["eps_init"]) for p in curve]}

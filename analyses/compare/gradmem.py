@@ -133,51 +133,18 @@ def gradmem_rows(
     else:
         best, curve, depth, lr = {}, [], ccfg.gradmem_depth, ccfg.gradmem_lr
     tune_s = time.perf_counter() - began
-    budget = (
-        f"{len(curve)} configurations ({len(ccfg.gradmem_depths)} sites x "
-        f"{len(ccfg.gradmem_lrs)} step sizes x {ccfg.gradmem_steps} steps) on "
-        f"{ccfg.gradmem_tune_symbols} training symbols"
-        if curve
-        else "none (fixed site and step size)"
-    )
+    budget = tuning_budget(ccfg, len(curve))
     site = gradmem_site(int(model.bridge.cfg.n_layers), depth)
     templates = run.split.templates  # type: ignore[attr-defined]
     texts = [write_prompt(templates, e)[0] for e in run.entries]
     targets = torch.tensor([e.target for e in run.entries])
     vectors, seconds = optimise(model, texts, targets, site, ccfg.gradmem_steps, lr, cfg.batch_size)
     entry = dual.entry.clamp_min(0)
-    rows = []
-    for k in sorted(vectors):
-        out = inject(model, run, cfg, site, vectors[k][entry], dual.active)
-        cost = Cost(
-            1 + k,
-            k,
-            run.write_seconds + seconds[k],
-            f"the key-writing forward, then {k} forward+backward step(s) through the blocks "
-            f"above {site}",
-        )
-        ratio = seconds[k] / max(run.write_seconds, 1e-9)
-        rows.append(
-            score(
-                model,
-                run,
-                cfg,
-                f"GradMem ({k} step{'s' if k > 1 else ''})",
-                "gradient-written",
-                out,
-                cost,
-                active=dual.active,
-                detail={
-                    "site": site,
-                    "lr": lr,
-                    "steps": k,
-                    "seconds_vs_forward_write": ratio,
-                    "tuning_budget": budget,
-                    "tuned_steps": best.get("steps"),
-                    "tuning_seconds": tune_s,
-                },
-            )
-        )
+    tuning = {"tuning_budget": budget, "tuned_steps": best.get("steps"), "tuning_seconds": tune_s}
+    rows = [
+        gradmem_row(model, run, cfg, site, lr, k, vectors[k][entry], seconds[k], dual, tuning)
+        for k in sorted(vectors)
+    ]
     return rows, {
         "site": site,
         "lr": lr,
@@ -185,3 +152,50 @@ def gradmem_rows(
         "forward_write_seconds": run.write_seconds,
         "tuning": {"best": best, "curve": curve, "budget": budget},
     }
+
+
+def tuning_budget(ccfg, configurations: int) -> str:
+    """The tuning budget as the rows state it (``configurations`` 0: nothing was tuned)."""
+    if not configurations:
+        return "none (fixed site and step size)"
+    return (
+        f"{configurations} configurations ({len(ccfg.gradmem_depths)} sites x "
+        f"{len(ccfg.gradmem_lrs)} step sizes x {ccfg.gradmem_steps} steps) on "
+        f"{ccfg.gradmem_tune_symbols} training symbols"
+    )
+
+
+def gradmem_row(
+    model,
+    run: SplitRun,
+    cfg: RecallConfig,
+    site: str,
+    lr: float,
+    k: int,
+    deltas: Float[Tensor, "q d"],
+    seconds: float,
+    dual: Decision,
+    tuning: dict,
+) -> Row:
+    """The row of the vectors after ``k`` steps (``deltas``: each query's retrieved one, written
+    in ``seconds``), injected where ``dual`` retrieves; ``tuning`` ends its detail."""
+    out = inject(model, run, cfg, site, deltas, dual.active)
+    cost = Cost(
+        1 + k,
+        k,
+        run.write_seconds + seconds,
+        f"the key-writing forward, then {k} forward+backward step(s) through the blocks "
+        f"above {site}",
+    )
+    ratio = seconds / max(run.write_seconds, 1e-9)
+    return score(
+        model,
+        run,
+        cfg,
+        f"GradMem ({k} step{'s' if k > 1 else ''})",
+        "gradient-written",
+        out,
+        cost,
+        active=dual.active,
+        detail={"site": site, "lr": lr, "steps": k, "seconds_vs_forward_write": ratio, **tuning},
+    )

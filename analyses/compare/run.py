@@ -22,11 +22,13 @@ from analyses.compare import (
     gradmem,
     in_context,
     iterated,
-    soft_prefix,
     steering_baseline,
 )
+from analyses.compare.attention_entropy import split_attention
 from analyses.compare.config import MEMORY_MODES, CompareConfig
 from analyses.compare.rows import Cost, Row
+from analyses.compare.soft_prefix.rows import soft_prefix_rows
+from fmi.experiments.config import RecallConfig
 from fmi.experiments.evaluate import (
     Outputs,
     SplitRun,
@@ -86,11 +88,39 @@ def compare_split(
 ) -> dict[str, Any]:
     """Every method's row on one prepared split, plus the curves behind the figures
     (``attention_taus``: the attention-entropy gate's training thresholds; none, no row)."""
-    rc = cfg.recall
     n = len(run.entries)
     write_cost = Cost(1, 0, run.write_seconds, f"one batched frozen forward over {n} statements")
     timed = Stopwatch(f"fmi: {run.split.name}: ", announce)  # type: ignore[attr-defined]
+    rows, curves = baseline_rows(model, train_split, run, fitted, cfg, progress, timed)
+    mem_rows, (dual, dual_out) = timed(
+        "fast memory", lambda: memory_rows(model, run, cfg, write_cost)
+    )
+    written, written_curves = written_rows(model, train_split, run, cfg, dual, timed)
+    gated, entropy = gated_rows(
+        model, run, cfg.recall, taus, attention_taus, (dual, dual_out), write_cost, timed
+    )
+    rows += written + gated + mem_rows
+    return {
+        "rows": [r.to_dict() for r in rows],
+        **curves,
+        **written_curves,
+        "entropy": entropy,
+        "seconds": timed.seconds,
+    }
 
+
+def baseline_rows(
+    model,
+    train_split,
+    run: SplitRun,
+    fitted: Fitted,
+    cfg: CompareConfig,
+    progress: bool,
+    timed: Stopwatch,
+) -> tuple[list[Row], dict[str, Any]]:
+    """The rows run before the fast memory's: no memory, in-context, steering and GRACE, with
+    GRACE's ``eps_init`` curve (``"grace"``) and the steering sweeps (``"steering_sweeps"``)."""
+    rc = cfg.recall
     rows: list[Row] = [
         Row(
             "no memory",
@@ -114,41 +144,57 @@ def compare_split(
         "GRACE", lambda: grace.grace_rows(model, train_split, run, fitted, rc, cfg)
     )
     rows += code_rows
-    mem_rows, (dual, dual_out) = timed(
-        "fast memory", lambda: memory_rows(model, run, cfg, write_cost)
-    )
-    rows += timed(
-        "iterated value",
-        lambda: iterated.iterated_rows(model, run, rc, list(cfg.refine_steps), dual),
-    )
+    return rows, {"grace": curve, "steering_sweeps": sweeps}
+
+
+def written_rows(
+    model, train_split, run: SplitRun, cfg: CompareConfig, dual: Decision, timed: Stopwatch
+) -> tuple[list[Row], dict[str, Any]]:
+    """The rows of other values written for the split's statements: iterated values and GradMem
+    (read with ``dual``'s retrieval) and GradMem's always-on soft prefix, with GradMem's and
+    the prefix's curves (``"gradmem"``, ``"soft_prefix"``)."""
+    rc = cfg.recall
+    rows: list[Row] = [
+        *timed(
+            "iterated value",
+            lambda: iterated.iterated_rows(model, run, rc, list(cfg.refine_steps), dual),
+        )
+    ]
     grad_rows, grad = timed(
         "GradMem", lambda: gradmem.gradmem_rows(model, run, rc, cfg, dual, train_split)
     )
     rows += grad_rows
     prefix_rows, prefix = timed(
         "GradMem soft prefix",
-        lambda: soft_prefix.soft_prefix_rows(model, run, rc, cfg.soft_prefix, train_split),
+        lambda: soft_prefix_rows(model, run, rc, cfg.soft_prefix, train_split),
     )
     rows += prefix_rows
-    rows.append(entropy_gate.gated_row(model, run, rc, taus, dual, dual_out, write_cost))
+    return rows, {"gradmem": grad, "soft_prefix": prefix}
+
+
+def gated_rows(
+    model,
+    run: SplitRun,
+    rc: RecallConfig,
+    taus: dict[str, float],
+    attention_taus: dict[str, float] | None,
+    dual: tuple[Decision, Outputs],
+    write_cost: Cost,
+    timed: Stopwatch,
+) -> tuple[list[Row], dict]:
+    """The entropy-gated ``dual_key`` rows (the attention-entropy one when ``attention_taus``
+    are given) and the entropies the report plots (:func:`entropy_gate.entropy_data`)."""
+    decision, outputs = dual
+    rows = [entropy_gate.gated_row(model, run, rc, taus, decision, outputs, write_cost)]
     attention = None
     if attention_taus is not None:
-        attention = timed("attention entropy", lambda: entropy_gate.split_attention(model, run, rc))
+        attention = timed("attention entropy", lambda: split_attention(model, run, rc))
         rows.append(
             entropy_gate.attention_gated_row(
-                model, run, rc, attention_taus, dual, dual_out, write_cost, attention=attention
+                model, run, rc, attention_taus, decision, outputs, write_cost, attention=attention
             )
         )
-    rows += mem_rows
-    return {
-        "rows": [r.to_dict() for r in rows],
-        "grace": curve,
-        "steering_sweeps": sweeps,
-        "gradmem": grad,
-        "soft_prefix": prefix,
-        "entropy": entropy_gate.entropy_data(run, taus, attention, attention_taus),
-        "seconds": timed.seconds,
-    }
+    return rows, entropy_gate.entropy_data(run, taus, attention, attention_taus)
 
 
 def run_compare(

@@ -24,12 +24,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
+from analyses.correction_vs_steering.vector_math import (
+    cosine,
+    lens_top,
+    rate_ci,
+    through_final_norm,
+)
 from analyses.prepare import Setup
-from analyses.probing import wilson_interval
 from analyses.steering_vectors import (
     ACTADD_NEUTRAL,
     ACTADD_PREFIX,
@@ -96,56 +101,6 @@ def site_label(site: str) -> str:
     if site == UNEMBED_IN:
         return "ln_final"
     return "L" + site.split(".")[1]
-
-
-def cosine(a: Float[Tensor, "*batch d"], b: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch"]:
-    """Cosine similarity along the last axis (broadcasting), clipped to [-1, 1]; 0 for a zero
-    vector."""
-    a, b = torch.broadcast_tensors(a.double(), b.double())
-    num = (a * b).sum(-1)
-    den = a.norm(dim=-1) * b.norm(dim=-1)
-    out = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
-    return out.clamp(-1.0, 1.0).float()
-
-
-@torch.inference_mode()
-def through_final_norm(bridge, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
-    """``ln_final(x) - ln_final(0)``: a residual direction as the final norm maps it.
-
-    For Gemma-3's RMSNorm that is ``x / rms(x) * (1 + w)``; for LayerNorm ``(x - mean x) / std(x)
-    * w`` (the bias cancels). Up to one positive scalar per vector this is the norm's
-    per-dimension scale, which is all a cosine or a top-k sees.
-    """
-    flat = x.reshape(-1, x.shape[-1]).float()
-    zero = torch.zeros(1, x.shape[-1])
-    return (bridge.ln_final(flat) - bridge.ln_final(zero)).reshape(x.shape)
-
-
-def lens_top(
-    vectors: Float[Tensor, "m d"], w_u: Float[Tensor, "d vocab"], targets: Int[Tensor, " m"], k: int
-) -> tuple[Int[Tensor, "m k"], Int[Tensor, " m"]]:
-    """Top-``k`` token ids of ``vectors @ W_U`` and the rank of each row's target (0 = top).
-
-    Rows go through in small chunks so that only a few vocabulary-sized rows exist at once.
-    """
-    tops, ranks = [], []
-    for start in range(0, vectors.shape[0], 16):
-        logits = vectors[start : start + 16].float() @ w_u
-        t = targets[start : start + 16]
-        tops.append(logits.topk(k, dim=-1).indices)
-        own = logits.gather(1, t[:, None])
-        ranks.append((logits > own).sum(-1))
-    return torch.cat(tops), torch.cat(ranks)
-
-
-def rate_ci(hits: Bool[Tensor, " n"]) -> tuple[float, float, float]:
-    """Mean of 0/1 ``hits`` and its 95% Wilson interval (NaNs when there are none)."""
-    n = int(hits.numel())
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    k = int(hits.sum())
-    low, high = wilson_interval(k, n)
-    return k / n, low, high
 
 
 # --------------------------------------------------------------------------- the analysis
@@ -360,7 +315,27 @@ def _direct_comparison(
     return sites, norms, rates, n_prompts
 
 
+def _lens_vectors(
+    setup: Setup, sites: list[str], corr_mean: Tensor, cols: Tensor, caa: Tensor, actadd: Tensor
+) -> dict[str, Tensor]:
+    """The vectors the logit lens reads, in the normalized stream: the mean correction, the W_U
+    columns, and CAA / ActAdd at the middle and last layers and at ``ln_final``."""
+    bridge = setup.model.bridge
+    mid, last = (setup.n_layers - 1) // 2, setup.n_layers - 1
+    fin = sites.index(UNEMBED_IN)
+    out = {"correction": corr_mean, "W_U column": cols}
+    for layer in dict.fromkeys((mid, last)):
+        s = sites.index(resid(layer))
+        out[f"CAA L{layer}"] = through_final_norm(bridge, caa[:, s])
+        out[f"ActAdd L{layer}"] = through_final_norm(bridge, actadd[:, s])
+    out["CAA ln_final"] = caa[:, fin]
+    out["ActAdd ln_final"] = actadd[:, fin]
+    return out
+
+
 def compute(setup: Setup, *, progress: bool = True) -> SteeringData:
+    """Steering vectors (CAA, ActAdd) at every site against the fitted memory's corrections:
+    cosines, the logit lens, and the rates of injecting each at the same norm."""
     cfg, model = setup.cfg, setup.model
     train = setup.task.train
     entries = unique_bindings(train.bindings)
@@ -392,15 +367,7 @@ def compute(setup: Setup, *, progress: bool = True) -> SteeringData:
     individual_vs_wu = [_round(cosine(v, cols[i])) for i, v in enumerate(corr_each)]
     individual_vs_mean = [_round(cosine(v, corr_mean[i])) for i, v in enumerate(corr_each)]
 
-    mid, last = (setup.n_layers - 1) // 2, setup.n_layers - 1
-    fin = sites.index(UNEMBED_IN)
-    lens_vectors = {"correction": corr_mean, "W_U column": cols}
-    for layer in dict.fromkeys((mid, last)):
-        s = sites.index(resid(layer))
-        lens_vectors[f"CAA L{layer}"] = through_final_norm(model.bridge, caa[:, s])
-        lens_vectors[f"ActAdd L{layer}"] = through_final_norm(model.bridge, actadd[:, s])
-    lens_vectors["CAA ln_final"] = caa[:, fin]
-    lens_vectors["ActAdd ln_final"] = actadd[:, fin]
+    lens_vectors = _lens_vectors(setup, sites, corr_mean, cols, caa, actadd)
     lens_names, lens = _lens(setup, lens_vectors, w_u, tokens)
 
     site_vectors = {

@@ -19,8 +19,8 @@ from analyses.correction_vs_steering.compute import (
     REFERENCES,
     SPLIT,
     SteeringData,
-    rate_ci,
 )
+from analyses.correction_vs_steering.vector_math import rate_ci
 from fmi.reporting.report import Panel
 
 METHOD_STYLE = {

@@ -81,14 +81,15 @@ def calibrated(
 ) -> tuple[FastMemory, dict[str, Any]]:
     """``memory`` fitted to editing on the training edits, all written at once:
 
-    1. the learned dual key's weights (a balanced logistic regression on symbol, context and
-       their product): positives are each rewrite and paraphrase prompt with its own entry,
-       negatives every other (prompt, entry) pair, neighbourhood and ``unrelated`` prompts
-       included;
-    2. a threshold per dual-key mode (:func:`youden_threshold`): right top-1 reads of the
-       positives against the best score of the neighbourhood and generic prompts;
+    1. the learned dual key's weights (:func:`learned_weights`, a balanced logistic regression
+       on symbol, context and their product): positives are each rewrite and paraphrase prompt
+       with its own entry, negatives every other (prompt, entry) pair, neighbourhood and
+       ``unrelated`` prompts included;
+    2. a threshold per dual-key mode (:func:`youden_threshold`, :func:`mode_thresholds`): right
+       top-1 reads of the positives against the best score of the neighbourhood and generic
+       prompts;
     3. alpha: the smallest of ``ALPHA_MULTIPLES`` x the recall fit's alpha with the best
-       training efficacy.
+       training efficacy (:func:`alpha_multiple`).
 
     The mode is ``dual_key_learned``; ``dual_key`` keeps the recall default's rule with its own
     threshold on the same data (the ``dual_key`` row)."""
@@ -96,31 +97,13 @@ def calibrated(
     pos = [(i, p) for i, c in enumerate(train) for p in (c.rewrite, *c.paraphrases)]
     neg = [n.prompt for c in train for n in c.neighbourhood] + list(unrelated)
     feats = _features(full, model, [p for _, p in pos] + neg)
-    labels = torch.zeros(feats.shape[:2])
     own = torch.tensor([i for i, _ in pos])
-    labels[torch.arange(len(pos)), own] = 1
-    clf = LogisticRegression(class_weight="balanced", max_iter=1000, random_state=0)
-    clf.fit(feats.reshape(-1, 3).numpy(), labels.reshape(-1).numpy())
-    weights = torch.tensor([*clf.coef_[0], clf.intercept_[0]], dtype=torch.float32)
-    learned = torch.sigmoid(feats @ weights[:3] + weights[3])
-    product = feats[..., 0].clamp_min(0) * feats[..., 1].clamp_min(0)
-    thresholds = dict(memory.thresholds)
-    right_reads = {}
-    for mode, scores in (("dual_key_learned", learned), ("dual_key", product)):
-        best, idx = scores.max(dim=1)
-        right = idx[: len(pos)] == own
-        thresholds[mode] = youden_threshold(
-            best[: len(pos)][right].numpy(), best[len(pos) :].numpy()
-        )
-        right_reads[mode] = float(right.float().mean())
+    weights = learned_weights(feats, own)
+    thresholds, right_reads = mode_thresholds(memory, feats, weights, own)
     out = replace(
         memory.select([]), thresholds=thresholds, dual_weights=weights, mode="dual_key_learned"
     )
-    tried = {}
-    for m in ALPHA_MULTIPLES:
-        trial = replace(out, alpha=memory.alpha * m)
-        tried[m] = _efficacy(write_edits(trial, model, train), model, train)
-    chosen = min(m for m in ALPHA_MULTIPLES if tried[m] == max(tried.values()))
+    tried, chosen = alpha_multiple(out, memory.alpha, model, train)
     out = replace(out, alpha=memory.alpha * chosen)
     info = {
         "thresholds": {k: thresholds[k] for k in ("dual_key_learned", "dual_key")},
@@ -134,6 +117,49 @@ def calibrated(
         "train_negative": len(neg),
     }
     return out, info
+
+
+def learned_weights(feats: Tensor, own: Tensor) -> Tensor:
+    """The learned dual key's ``[w_symbol, w_context, w_product, bias]``: a balanced logistic
+    regression on ``feats`` (``[prompts, entries, 3]``) whose positives are each of the first
+    ``len(own)`` prompts with its own entry ``own[i]``, every other pair a negative."""
+    labels = torch.zeros(feats.shape[:2])
+    labels[torch.arange(len(own)), own] = 1
+    clf = LogisticRegression(class_weight="balanced", max_iter=1000, random_state=0)
+    clf.fit(feats.reshape(-1, 3).numpy(), labels.reshape(-1).numpy())
+    return torch.tensor([*clf.coef_[0], clf.intercept_[0]], dtype=torch.float32)
+
+
+def mode_thresholds(
+    memory: FastMemory, feats: Tensor, weights: Tensor, own: Tensor
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``memory``'s thresholds with those of ``dual_key_learned`` and ``dual_key`` set by
+    :func:`youden_threshold` (right top-1 reads of the first ``len(own)`` prompts against the
+    best score of the rest), and each mode's fraction of right top-1 reads."""
+    learned = torch.sigmoid(feats @ weights[:3] + weights[3])
+    product = feats[..., 0].clamp_min(0) * feats[..., 1].clamp_min(0)
+    thresholds = dict(memory.thresholds)
+    right_reads = {}
+    n = len(own)
+    for mode, scores in (("dual_key_learned", learned), ("dual_key", product)):
+        best, idx = scores.max(dim=1)
+        right = idx[:n] == own
+        thresholds[mode] = youden_threshold(best[:n][right].numpy(), best[n:].numpy())
+        right_reads[mode] = float(right.float().mean())
+    return thresholds, right_reads
+
+
+def alpha_multiple(
+    memory: FastMemory, alpha: float, model: Any, train: Sequence[EditCase]
+) -> tuple[dict[float, float], float]:
+    """The training efficacy of ``memory`` at each of ``ALPHA_MULTIPLES`` x ``alpha`` with every
+    training edit written, and the smallest multiple with the best efficacy."""
+    tried = {}
+    for m in ALPHA_MULTIPLES:
+        trial = replace(memory, alpha=alpha * m)
+        tried[m] = _efficacy(write_edits(trial, model, train), model, train)
+    chosen = min(m for m in ALPHA_MULTIPLES if tried[m] == max(tried.values()))
+    return tried, chosen
 
 
 def _hooks(memory: FastMemory, log: ReadLog):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses.capacity.lora import _frozen_base
+from analyses.capacity.lora.base import _frozen_base
 from analyses.compare.grace import Codebook, build, last_states
 from analyses.edit.cases import EditCase, answer_text
 from analyses.edit.method import Cost, Held

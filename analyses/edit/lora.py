@@ -3,10 +3,9 @@ edit after edit on the whole answer, with a retention term; the weights are neve
 
 Writing edit ``i`` takes ``steps`` Adam steps (``lr``) on the teacher-forced NLL of every token of
 its answer after its rewrite prompt, plus ``retention_weight`` x ``KL(p_base || p)`` at the last
-position of training generic prompts (:func:`analyses.capacity.lora.retention_kl`). The adapter is a
-forward hook (:func:`analyses.capacity.lora.applied`), so removing it leaves the model
-bit-identical;
-it is applied while the held edits are scored and removed on exit.
+position of training generic prompts (:func:`analyses.capacity.lora.retention.retention_kl`).
+The adapter is a forward hook (:func:`analyses.capacity.lora.adapter.applied`), so removing it
+leaves the model bit-identical; it is applied while the held edits are scored and removed on exit.
 """
 
 from __future__ import annotations
@@ -19,7 +18,9 @@ from typing import Any
 
 import torch
 
-from analyses.capacity.lora import LoraAdapter, Retention, _frozen_base, applied, retention_kl
+from analyses.capacity.lora.adapter import LoraAdapter, applied
+from analyses.capacity.lora.base import _frozen_base
+from analyses.capacity.lora.retention import Retention, retention_kl
 from analyses.edit.cases import EditCase, answer_text
 from analyses.edit.method import Cost, Held
 from analyses.edit.teacher import answer_nll, forced

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from analyses.edit import tune
-from analyses.edit.bundled import BUNDLED, bundled_path, load_bundled, load_unrelated
+from analyses.edit.bundled.files import BUNDLED, bundled_path, load_bundled, load_unrelated
 from analyses.edit.cases import EditCase
 from analyses.edit.config import EditConfig
 from analyses.edit.loaders import _records, detect_format, load_cases
@@ -180,8 +180,48 @@ def run_edit(model, cfg: EditConfig, *, announce: Callable[[str], None] = print)
     )
     methods, tuning = tune.set_up(model, cfg, data, steps, announce)
     sizes = sorted({min(t, len(data.eval)) for t in cfg.edits})
+    results = run_cells(model, methods, data, cfg, sizes, steps, announce)
+    examples = _examples(model, methods, data, cfg, steps)
+    head = header(
+        model,
+        cfg.to_dict(),
+        data=data.info,
+        seeds={"orders": list(cfg.seeds)},
+        greedy_tokens=steps,
+        wall_seconds=round(time.perf_counter() - start, 1),
+    )
+    return {
+        "header": head,
+        "data": data.name,
+        "edits": sizes,
+        "methods": {
+            m: {"settings": methods[m].settings(), "tuning": tuning[m]} for m in cfg.methods
+        },
+        "results": results,
+        "examples": examples,
+        "literature": LITERATURE,
+    }
+
+
+Pooled = dict[tuple[str, int], tuple[list[Outcome], Cost, int, dict]]
+"""(method, T) -> the outcomes, cost, edits written and extras of the seeds run so far."""
+
+
+def run_cells(
+    model,
+    methods: dict[str, Method],
+    data: Data,
+    cfg: EditConfig,
+    sizes: list[int],
+    steps: int,
+    announce: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """``results[method][str(T)]``: every method at every T in ``sizes``, pooled over the seeds
+    (each seed's unedited outputs decoded once). A cell whose estimated writing time (from the
+    slowest smaller T) exceeds ``cfg.cell_budget_s``, or whose edits do not fit, is ``not_run``
+    with the reason, and is not tried again for a later seed."""
     results: dict[str, dict[str, Any]] = {m: {} for m in cfg.methods}
-    pooled: dict[tuple[str, int], tuple[list[Outcome], Cost, int, dict]] = {}
+    pooled: Pooled = {}
     for seed in cfg.seeds:
         t0 = time.perf_counter()
         base = reference(model, data, cfg, seed, steps)
@@ -205,46 +245,36 @@ def run_edit(model, cfg: EditConfig, *, announce: Callable[[str], None] = print)
                 except TooLong as err:
                     results[name][str(t)] = {"not_run": str(err)}
                     continue
-                outs, cost, written, extra = got
-                per_edit = max(per_edit, cost.seconds / max(1, written))
-                key = (name, t)
-                if key in pooled:
-                    o0, c0, w0, e0 = pooled[key]
-                    cost = Cost(
-                        c0.seconds + cost.seconds,
-                        c0.forward + cost.forward,
-                        c0.backward + cost.backward,
-                    )
-                    outs, written = o0 + outs, w0 + written
-                pooled[key] = (outs, cost, written, extra)
-                results[name][str(t)] = _cell(outs, cost, written, extra)
-                cell = results[name][str(t)]
-                announce(
-                    f"fmi edit: {name:<12} T={t:<5} efficacy {cell['efficacy']:.3f} "
-                    f"generalization {_fmt(cell['generalization'])} specificity "
-                    f"{_fmt(cell['specificity'])} unrelated_changed "
-                    f"{_fmt(cell['unrelated_changed'])}  {cell['seconds_per_edit']:.3f} s/edit"
-                )
-    examples = _examples(model, methods, data, cfg, steps)
-    head = header(
-        model,
-        cfg.to_dict(),
-        data=data.info,
-        seeds={"orders": list(cfg.seeds)},
-        greedy_tokens=steps,
-        wall_seconds=round(time.perf_counter() - start, 1),
+                per_edit = max(per_edit, got[1].seconds / max(1, got[2]))
+                results[name][str(t)] = _pooled_cell(pooled, (name, t), got)
+                _announce_cell(announce, name, t, results[name][str(t)])
+    return results
+
+
+def _pooled_cell(
+    pooled: Pooled, key: tuple[str, int], got: tuple[list[Outcome], Cost, int, dict]
+) -> dict[str, Any]:
+    """The cell of ``got`` summed with the earlier seeds' run of ``key`` (``pooled``, updated)."""
+    outs, cost, written, extra = got
+    if key in pooled:
+        o0, c0, w0, e0 = pooled[key]
+        cost = Cost(
+            c0.seconds + cost.seconds,
+            c0.forward + cost.forward,
+            c0.backward + cost.backward,
+        )
+        outs, written = o0 + outs, w0 + written
+    pooled[key] = (outs, cost, written, extra)
+    return _cell(outs, cost, written, extra)
+
+
+def _announce_cell(announce: Callable[[str], None], name: str, t: int, cell: dict) -> None:
+    announce(
+        f"fmi edit: {name:<12} T={t:<5} efficacy {cell['efficacy']:.3f} "
+        f"generalization {_fmt(cell['generalization'])} specificity "
+        f"{_fmt(cell['specificity'])} unrelated_changed "
+        f"{_fmt(cell['unrelated_changed'])}  {cell['seconds_per_edit']:.3f} s/edit"
     )
-    return {
-        "header": head,
-        "data": data.name,
-        "edits": sizes,
-        "methods": {
-            m: {"settings": methods[m].settings(), "tuning": tuning[m]} for m in cfg.methods
-        },
-        "results": results,
-        "examples": examples,
-        "literature": LITERATURE,
-    }
 
 
 def _edits_written(data: Data, t: int, cfg: EditConfig, seed: int) -> int:

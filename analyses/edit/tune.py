@@ -145,7 +145,8 @@ def _lora(model, data, cfg: EditConfig, tune: TuneSet):
 
 
 def _rome(model, data, cfg: EditConfig, tune: TuneSet):
-    from analyses.edit.rome import Rome, RomeConfig
+    from analyses.edit.rome.config import RomeConfig
+    from analyses.edit.rome.method import Rome
 
     n = int(model.bridge.cfg.n_layers)
     texts: dict[str, list[str]] = {}

@@ -310,6 +310,29 @@ def label_target(tokenizer, templates: Templates, label: str) -> int:
     return int(tokenizer(templates.target("read", label), add_special_tokens=False)["input_ids"][0])
 
 
+def _retrieved_target(memory: FastMemory, retrieval, mode: str) -> int:
+    """The label token scored when none is given: the retrieved entry's, or the top entry's
+    when the mode abstains; ``ConfigError`` when the mode ranks no entry at all."""
+    if retrieval.top < 0:
+        raise ConfigError(
+            f"mode {mode} ranks no entry for this prompt (no stored context named?), so there "
+            "is no label to score: give a target label"
+        )
+    return memory.entries[retrieval.chosen if retrieval.fired else retrieval.top].target
+
+
+def _clean_run(bridge, tokens: Tensor, site: str) -> tuple[Tensor, Tensor, float]:
+    """One clean forward over ``tokens``: its logits, every layer's attention patterns
+    ``[layer, head, query, key]`` and the residual norm at ``site``'s last position."""
+    n_layers = int(bridge.cfg.n_layers)
+    wanted = {f"blocks.{i}.attn.hook_pattern" for i in range(n_layers)} | {site}
+    logits, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+    patterns = torch.stack([cache[f"blocks.{i}.attn.hook_pattern"][0] for i in range(n_layers)])
+    if patterns.ndim != 4 or patterns.shape[-1] != tokens.shape[1]:
+        raise ConfigError(f"unexpected attention pattern shape {tuple(patterns.shape)}")
+    return logits, patterns, float(cache[site][0, -1].float().norm())
+
+
 @torch.inference_mode()
 def inspect_prompt(
     model: LoadedModel,
@@ -339,21 +362,11 @@ def inspect_prompt(
     retrieval, vector = _retrieve(model, memory, prompt, mode, top_k, force)
     if target_label is not None:
         target = label_target(tok, templates or Templates(), target_label)
-    elif retrieval.top >= 0:
-        target = memory.entries[retrieval.chosen if retrieval.fired else retrieval.top].target
     else:
-        raise ConfigError(
-            f"mode {mode} ranks no entry for this prompt (no stored context named?), so there "
-            "is no label to score: give a target label"
-        )
+        target = _retrieved_target(memory, retrieval, mode)
     tokens = encode(tok, [prompt]).tokens
     ids = tokens[0].tolist()
-    n_layers = int(bridge.cfg.n_layers)
-    wanted = {f"blocks.{i}.attn.hook_pattern" for i in range(n_layers)} | {site}
-    logits, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
-    patterns = torch.stack([cache[f"blocks.{i}.attn.hook_pattern"][0] for i in range(n_layers)])
-    if patterns.ndim != 4 or patterns.shape[-1] != len(ids):
-        raise ConfigError(f"unexpected attention pattern shape {tuple(patterns.shape)}")
+    logits, patterns, answer_norm = _clean_run(bridge, tokens, site)
     before = torch.log_softmax(logits[0].float(), dim=-1)
     after = torch.log_softmax(per_position_logits(bridge, tokens, site, vector), dim=-1)
     nxt = torch.tensor([*ids[1:], target])
@@ -376,7 +389,7 @@ def inspect_prompt(
         alpha=float(memory.alpha),
         vector=vector.float().cpu(),
         injected_norm=float(vector.norm()),
-        answer_norm=float(cache[site][0, -1].float().norm()),
+        answer_norm=answer_norm,
         patterns=patterns.float().cpu(),
         delta_logprob=delta.cpu(),
         target_prob_before=float(before[-1, target].exp()),

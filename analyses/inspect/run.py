@@ -16,8 +16,9 @@ from analyses.inspect.figures import write_inspection
 from fmi.errors import ConfigError
 from fmi.experiments.queries import unique_bindings
 from fmi.experiments.tasks import Binding, Split, Task, Templates
+from fmi.memory.entry import Entry
 from fmi.memory.retrieve import check_modes
-from fmi.memory.store import Entry, FastMemory
+from fmi.memory.store import FastMemory
 from fmi.memory.write import write
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def memory_from_setup(
     """Write a memory with the fitted encoder, thresholds and alpha (no refit): the bank of
     :func:`bank_for`, with ``(context, symbol) -> label`` written in (replacing any stored label)
     when ``label`` is given."""
-    from fmi.memory.fit import write_memory
+    from fmi.memory.write import write_memory
 
     split = bank_for(setup.task, context, symbol)
     bindings = unique_bindings(split.bindings)

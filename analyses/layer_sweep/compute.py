@@ -30,10 +30,9 @@ from fmi.core.prompts import prompt_spans
 from fmi.core.sites import UNEMBED_IN, resid
 from fmi.experiments.evaluate import Outputs, hits
 from fmi.experiments.queries import QuerySet, build_queries, unique_bindings
-from fmi.memory.fit import read_queries, write_memory
 from fmi.memory.keys import Standardizer, maxsim, pad_queries
-from fmi.memory.retrieve import decide, dual_key_scores, score_queries, token_channels
-from fmi.memory.write import key_tokens
+from fmi.memory.retrieve import decide, dual_key_scores, read_queries, score_queries, token_channels
+from fmi.memory.write import key_tokens, write_memory
 
 NAME = "layer_sweep"
 TITLE = "Injection-layer sweep and key-layer sweep"

@@ -24,7 +24,7 @@ def answer_only(tokens: Tensor) -> Tensor:
     that ``F.linear`` cannot fold into one matrix product, so the unembedding runs as a batched
     matrix-vector product that reads ``W_U`` once per row. An index tensor gathers a contiguous
     copy first, and the logits are the same (``tests/unit/test_forward.py``). On Gemma-3-270M the
-    ``fmi bench`` plain forward of 64 statements went from 3.99 s to 1.86-2.04 s (README).
+    ``fmi bench`` plain forward of 64 statements went from 3.99 s to 1.86-2.04 s (docs/capacity.md).
     """
     return torch.tensor([tokens.shape[1] - 1], device=tokens.device)
 

@@ -17,6 +17,15 @@ class RecallConfig:
     Key sites default to fractions of depth: symbol keys (projected/raw modes) at the middle of
     the network, token keys (dual-key modes) early, where the residual still carries token
     identity. Explicit ``*_site`` strings override the fractions.
+
+    >>> import fmi
+    >>> cfg = fmi.RecallConfig.quick(seed=3)
+    >>> cfg.seed, cfg.n_train, cfg.to_dict()["inject_site"]
+    (3, 12, 'ln_final.hook_out')
+    >>> fmi.RecallConfig(n_train=0)
+    Traceback (most recent call last):
+    ...
+    fmi.errors.ConfigError: n_train must be >= 1, got 0
     """
 
     model: str = "auto"
@@ -44,7 +53,7 @@ class RecallConfig:
     # of fmi.experiments.questions (over 300), disjoint from the training questions.
     n_unrelated: int | None = None
     # Intra-op threads for the whole run (fmi.core.numerics.fixed_numerics): bits do not depend on
-    # the machine's core count. 2 is the reference machine's; the README's figures use it.
+    # the machine's core count. 2 is the reference machine's; the documented figures use it.
     threads: int = 2
     # Text that follows an answer when it is read: the write runs teacher-forced over
     # statement + answer + end, with a value for every answer token and for the end token

@@ -1,4 +1,5 @@
-"""The recall experiment: write each split's bindings, read them back in every mode, measure.
+"""Evaluating one split: write its bindings, read them back in every mode, and score the
+outputs (:mod:`fmi.experiments.recall` runs this over every split).
 
 Generation is shared across modes: a prompt's greedy output depends only on the vector injected
 into it, so each distinct (prompt, retrieved entry) pair is decoded once, and abstentions reuse
@@ -17,10 +18,17 @@ from fmi.experiments.config import RecallConfig
 from fmi.experiments.intervals import cluster_interval, wilson_rate
 from fmi.experiments.metrics import answer_prefix, rate, text_matches
 from fmi.experiments.queries import QuerySet, build_queries, unique_bindings
-from fmi.memory.fit import Fitted, read_queries, write_memory
-from fmi.memory.retrieve import Decision, QueryScores, decide, retrieved_right, score_queries
+from fmi.memory.fit import Fitted
+from fmi.memory.retrieve import (
+    Decision,
+    QueryScores,
+    decide,
+    read_queries,
+    retrieved_right,
+    score_queries,
+)
 from fmi.memory.store import FastMemory
-from fmi.memory.write import Written
+from fmi.memory.write import Written, write_memory
 
 METRICS = ("write", "read", "plain", "unrelated", "unrelated_changed")
 

@@ -8,11 +8,12 @@ import torch
 from tqdm import tqdm
 
 from fmi.core.numerics import fixed_numerics
+from fmi.experiments.builtin_tasks import builtin_task
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.evaluate import evaluate_split
 from fmi.experiments.labels import check_labels
 from fmi.experiments.taskfile import load_task
-from fmi.experiments.tasks import Task, builtin_task
+from fmi.experiments.tasks import Task
 from fmi.memory.fit import fit
 from fmi.memory.retrieve import shown_name
 from fmi.reporting.provenance import header
@@ -37,6 +38,14 @@ def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -
 
     Bit-identical for the same weights, task, config and numerics (header ``numerics``),
     whatever the caller's thread count or the machine's load.
+
+    >>> import fmi
+    >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+    >>> task = fmi.builtin_task(seed=0, n_train=12, n_eval=6)
+    >>> cfg = fmi.RecallConfig.quick(splits=("same",), modes=("dual_key",))
+    >>> doc = fmi.run_recall(model, task, cfg, progress=False)
+    >>> sorted(doc["results"]), sorted(doc["results"]["dual_key"])[:1]
+    (['dual_key', 'none'], ['same'])
     """
     with fixed_numerics(cfg.threads):
         return _run_recall(model, task, cfg, progress=progress)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fmi.errors import ConfigError, TaskFileError
+from fmi.experiments.builtin_tasks import builtin_task
 from fmi.experiments.tasks import (
     KINDS,
     REQUIRED_FIELDS,
@@ -15,7 +16,6 @@ from fmi.experiments.tasks import (
     Split,
     Task,
     Templates,
-    builtin_task,
     template_problem,
 )
 

@@ -19,13 +19,23 @@ from torch import Tensor
 from fmi.core.generate import decode
 from fmi.core.prompts import Encoded
 from fmi.errors import MemoryMismatchError
+from fmi.memory.entry import Entry
 from fmi.memory.inject import ReadLog, memory_hooks
-from fmi.memory.store import Entry, FastMemory
+from fmi.memory.store import FastMemory
 
 
 @dataclass(frozen=True)
 class Answer:
-    """One prompt's greedy continuation, and what the memory decided for it."""
+    """One prompt's greedy continuation, and what the memory decided for it.
+
+    >>> import fmi
+    >>> from fmi.memory.ask import ask
+    >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+    >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+    >>> answer = ask(memory, model, ["Where does Bob live?"], max_new_tokens=2)[0]
+    >>> answer.explain().startswith("no entry fired")   # an empty memory
+    True
+    """
 
     text: str
     tokens: tuple[int, ...]

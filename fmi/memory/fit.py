@@ -10,26 +10,28 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
-from fmi.core.forward import Collected, collect
+from fmi.core.forward import Collected
 from fmi.core.generate import greedy
 from fmi.core.numerics import fixed_numerics
 from fmi.core.sites import UNEMBED_IN
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.queries import QuerySet, build_queries, unique_bindings
+from fmi.memory.entry import KeyEncoder
 from fmi.memory.keys import Standardizer, pad_queries
 from fmi.memory.projectors import train_projector
-from fmi.memory.refine import refine_written, refined_values
+from fmi.memory.refine import refined_values
 from fmi.memory.retrieve import (
     MODES,
     QueryScores,
     dual_features,
     mode_scores,
+    read_queries,
     retrieved_right,
     score_queries,
 )
-from fmi.memory.store import FastMemory, KeyEncoder
+from fmi.memory.store import FastMemory
 from fmi.memory.values import unembedding
-from fmi.memory.write import Written, write
+from fmi.memory.write import Written, make_memory, write
 
 
 @dataclass(frozen=True)
@@ -59,75 +61,6 @@ class Fitted:
             "refine_steps": self.refine_steps,
             "refine_curve": {str(k): v for k, v in self.refine_curve.items()},
         }
-
-
-def make_memory(
-    model,
-    written: Written,
-    fitted_encoder: KeyEncoder,
-    *,
-    alpha: float,
-    inject_site: str,
-    thresholds: dict[str, float] | None = None,
-    dual_weights: Tensor | None = None,
-) -> FastMemory:
-    """Assemble a ``FastMemory`` from written keys and values and a fitted encoder."""
-    return FastMemory(
-        model_name=model.name,
-        d_model=int(model.bridge.cfg.d_model),
-        inject_site=inject_site,
-        alpha=alpha,
-        encoder=fitted_encoder,
-        entries=written.entries,
-        values=written.values,
-        symbol_keys=written.symbol_keys,
-        token_keys=written.token_keys,
-        token_owner=written.token_owner,
-        token_role=written.token_role,
-        thresholds=dict(thresholds or {}),
-        dual_weights=dual_weights,
-        tail_values=written.tail_values,
-        tail_owner=written.tail_owner,
-    )
-
-
-def write_memory(
-    model, bindings, templates, fitted: Fitted, cfg: RecallConfig
-) -> tuple[Written, FastMemory]:
-    """Write ``bindings`` (one frozen forward per batch) into a memory read the fitted way."""
-    enc = fitted.encoder
-    written = write(
-        model,
-        bindings,
-        templates,
-        symbol_site=enc.symbol_site,
-        token_site=enc.token_site,
-        inject_site=cfg.inject_site,
-        batch_size=cfg.batch_size,
-        end=cfg.end,
-    )
-    written = refine_written(model, written, cfg.inject_site, fitted.alpha, fitted.refine_steps)
-    memory = make_memory(
-        model,
-        written,
-        enc,
-        alpha=fitted.alpha,
-        inject_site=cfg.inject_site,
-        thresholds=fitted.thresholds,
-        dual_weights=fitted.dual_weights,
-    )
-    return written, memory
-
-
-def read_queries(model, queries: QuerySet, encoder_sites: tuple[str, str], batch: int) -> Collected:
-    """One frozen forward over every query prompt, caching the two key sites."""
-    return collect(
-        model.bridge,
-        model.tokenizer,
-        queries.texts,
-        list(dict.fromkeys(encoder_sites)),
-        batch_size=batch,
-    )
 
 
 def _fit_standardizer(acts: list[Tensor], content: list[Tensor]) -> Standardizer:

@@ -1,4 +1,5 @@
-"""Reading in one pass: the memory as hooks on the generation's own forward pass.
+"""Injecting: the memory as hooks on the generation's own forward pass, which retrieve
+(:mod:`fmi.memory.retrieve`) and add the chosen value in the same pass.
 
 Key hooks at the key sites keep the prompt's content-token states as the prompt runs; when the
 prompt pass reaches the injection site (later in the network), its hook scores those states
@@ -70,6 +71,27 @@ ContentFor = Callable[[int, int], Tensor]
 """``(batch, width) -> content mask`` for a prompt pass whose tokens the hooks cannot see."""
 
 
+def _answer_steps(
+    memory: FastMemory, mode: str, decision
+) -> tuple[list[Tensor | None], list[list[int]]]:
+    """Per row of a read decision: the vectors to add at each answer step (None where nothing
+    was retrieved) and the stored answer tokens they follow."""
+    deltas: list[Tensor | None] = []
+    tokens: list[list[int]] = []
+    for b, e in enumerate(decision.entry.tolist()):
+        if e < 0:
+            deltas.append(None)
+            tokens.append([])
+        elif mode == "average":  # a symbol's mean value: its first step only
+            deltas.append(decision.vectors[b : b + 1])
+            tokens.append(list(memory.entries[e].answer[:1]))
+        else:
+            later = memory.alpha * memory.sequence(e)[1:]
+            deltas.append(torch.cat([decision.vectors[b : b + 1], later]))
+            tokens.append(list(memory.entries[e].answer))
+    return deltas, tokens
+
+
 def memory_hooks(
     memory: FastMemory,
     mode: str,
@@ -121,20 +143,7 @@ def memory_hooks(
         kept.clear()
         state["decided"] = True
         log.decisions.append(decision)
-        deltas: list[Tensor | None] = []
-        tokens: list[list[int]] = []
-        for b, e in enumerate(decision.entry.tolist()):
-            if e < 0:
-                deltas.append(None)
-                tokens.append([])
-            elif mode == "average":  # a symbol's mean value: its first step only
-                deltas.append(decision.vectors[b : b + 1])
-                tokens.append(list(memory.entries[e].answer[:1]))
-            else:
-                later = memory.alpha * memory.sequence(e)[1:]
-                deltas.append(torch.cat([decision.vectors[b : b + 1], later]))
-                tokens.append(list(memory.entries[e].answer))
-        state["follower"] = Follower(deltas, tokens)
+        state["follower"] = Follower(*_answer_steps(memory, mode, decision))
         return state["follower"].inject(act)
 
     def follow(act: Tensor, hook: object) -> Tensor:

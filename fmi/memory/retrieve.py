@@ -1,4 +1,5 @@
-"""Reading: score queries against a memory and decide, per mode, which value to inject.
+"""Retrieval: score queries against a memory and decide, per mode, which value to inject
+(:mod:`fmi.memory.inject` adds it).
 
 Modes
 - ``both_top1``: one bank with every context; cosine MaxSim top-1 on projected keys.
@@ -18,10 +19,13 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from fmi.core.forward import Collected, collect
 from fmi.errors import ConfigError
+from fmi.experiments.queries import QuerySet
+from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.memory.keys import maxsim, pad_queries
 from fmi.memory.search import search_top1
-from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE, FastMemory
+from fmi.memory.store import FastMemory
 
 MODES = ("both_top1", "context_gate", "raw_both_top1", "average", "dual_key", "dual_key_learned")
 # Modes that read information a real memory does not have (the prompt's gold context): every
@@ -316,3 +320,14 @@ def choose(
             vectors[q] = means[symbols[i]]
     vectors[entry < 0] = 0.0
     return Decision(entry, best, memory.alpha * vectors)
+
+
+def read_queries(model, queries: QuerySet, encoder_sites: tuple[str, str], batch: int) -> Collected:
+    """One frozen forward over every query prompt, caching the two key sites."""
+    return collect(
+        model.bridge,
+        model.tokenizer,
+        queries.texts,
+        list(dict.fromkeys(encoder_sites)),
+        batch_size=batch,
+    )

@@ -30,8 +30,9 @@ import torch
 from fmi.core.sites import UNEMBED_IN
 from fmi.errors import ConfigError, MemoryMismatchError
 from fmi.memory.answers import answer_values
+from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry
 from fmi.memory.refine import refined_values
-from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE, Entry, FastMemory
+from fmi.memory.store import FastMemory
 from fmi.memory.values import unembedding
 
 SPAN_NAMES = ("symbol", "context")
@@ -51,7 +52,15 @@ class KeySpans:
 
 @dataclass(frozen=True)
 class Stored:
-    """What a write did: the entry it stored (with its ``id``) and the entry it replaced."""
+    """What a write did: the entry it stored (with its ``id``) and the entry it replaced.
+
+    >>> import fmi
+    >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+    >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+    >>> first = memory.write("Alice lives in", " Paris", spans={"symbol": "Alice"})
+    >>> first.entry.id, first.replaced
+    (0, None)
+    """
 
     entry: Entry
     replaced: Entry | None = None
@@ -108,8 +117,8 @@ def span_positions(offsets: list[tuple[int, int]], ranges: Ranges) -> list[int]:
 
 def fit_empty(model, config=None) -> FastMemory:
     """:meth:`FastMemory.fit`: fit on the built-in training split, return an empty memory."""
+    from fmi.experiments.builtin_tasks import builtin_task
     from fmi.experiments.config import RecallConfig
-    from fmi.experiments.tasks import builtin_task
     from fmi.memory.fit import fit
 
     cfg = config if config is not None else RecallConfig(model=model.name)

@@ -1,131 +1,44 @@
-"""The fast memory: entries with keys and values, the sites they were taken at, and I/O.
+"""The fast memory: entries with keys and values, the sites they were taken at.
 
-A memory is data, not weights: saving it writes one safetensors file whose metadata names the
-model, the sites, alpha, the key encoder and the calibrated thresholds; loading refuses a model
-it was not written with.
+A memory is data, not weights: :meth:`FastMemory.save` writes one safetensors file
+(:mod:`fmi.memory.file_format`) and :meth:`FastMemory.load` refuses a model it was not written
+with.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from fmi.errors import EntryNotFoundError, MemoryFileError, MemoryMismatchError
+from fmi.errors import EntryNotFoundError, MemoryMismatchError
+from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry, KeyEncoder
+from fmi.memory.file_format import memory_tensors, read_memory_file, save_memory_file
 from fmi.memory.keys import Standardizer
 from fmi.memory.search import Channel
-from fmi.reporting.atomic import write_atomically
 
-SYMBOL_ROLE, CONTEXT_ROLE = 0, 1
-REQUIRED_TENSORS = (
-    "values",
-    "symbol_keys",
-    "token_keys",
-    "token_owner",
-    "token_role",
-    "symbol_std.mean",
-    "symbol_std.std",
-    "token_std.mean",
-    "token_std.std",
-)
-REQUIRED_META = (
-    "model_name",
-    "d_model",
-    "inject_site",
-    "alpha",
-    "symbol_site",
-    "token_site",
-    "thresholds",
-    "entries",
-)
-
-
-def memory_metadata(path: str | Path) -> dict:
-    """The metadata of the memory file at ``path`` (its model, sites, entries...), read without
-    loading a model; ``MemoryFileError`` for a missing or unreadable file."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["fmi"])
-    except FileNotFoundError:
-        raise MemoryFileError(f"no memory file at {path}") from None
-    except Exception as err:  # safetensors raises its own error type on bad headers
-        raise MemoryFileError(f"{path} is not a readable fmi memory file ({err})") from None
-    if not isinstance(meta, dict):
-        raise MemoryFileError(f"{path} is not a readable fmi memory file (bad metadata)")
-    return meta
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One binding as stored: in ``context``, ``symbol`` means ``label`` (first token ``target``).
-
-    ``tokens`` is the whole stored answer when it has more than the first token: ``target``,
-    the answer's later tokens, then the end token when ``ends``, one value each
-    (``FastMemory.sequence``). Empty for a one-token entry without an end value.
-    """
-
-    context: str
-    symbol: str
-    label: str
-    target: int
-    tokens: tuple[int, ...] = ()
-    ends: bool = False  # the last of ``tokens`` is the end token, not part of the answer
-    statement: str = ""  # a free-form fact's statement (FastMemory.write); "" for a binding
-    id: int = -1  # stable id given by FastMemory.write (-1: a recall binding, no id)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
-        if self.tokens and self.tokens[0] != self.target:
-            raise ValueError(f"entry {self.symbol!r}: tokens must start with target {self.target}")
-        if self.ends and len(self.tokens) < 2:
-            raise ValueError(f"entry {self.symbol!r}: an end token needs an answer token before it")
-
-    @property
-    def answer(self) -> tuple[int, ...]:
-        """Every stored token id, the first included (the end token too)."""
-        return self.tokens or (self.target,)
-
-    @property
-    def answer_tokens(self) -> tuple[int, ...]:
-        """The answer's own token ids, without the end token."""
-        return self.answer[:-1] if self.ends else self.answer
-
-
-@dataclass
-class KeyEncoder:
-    """How raw residual states become keys: two sites, their standardizers, the projector."""
-
-    symbol_site: str
-    token_site: str
-    symbol_std: Standardizer
-    token_std: Standardizer
-    projector: Float[Tensor, "d r"] | None = None
-
-    def raw(self, acts: Tensor) -> Tensor:
-        """Standardized single-vector keys at ``symbol_site`` (the ``raw_*`` modes)."""
-        return self.symbol_std(acts)
-
-    def projected(self, acts: Tensor) -> Tensor:
-        """Keys through the learned projector (``both_top1``, ``context_gate``, ``average``)."""
-        if self.projector is None:
-            raise ValueError("this key encoder has no trained projector")
-        return self.symbol_std(acts) @ self.projector
-
-    def tokens(self, acts: Tensor) -> Tensor:
-        """Standardized token keys at ``token_site`` (the ``dual_key`` modes)."""
-        return self.token_std(acts)
+if TYPE_CHECKING:
+    from fmi.memory.ask import Answer
 
 
 @dataclass
 class FastMemory:
-    """Entries, their values and keys, and everything needed to read them back."""
+    """Entries, their values and keys, and everything needed to read them back.
+
+    Fit one on a model's built-in training task (:meth:`fit`), then :meth:`write` facts,
+    :meth:`generate` with them, :meth:`save` and :meth:`load`:
+
+    >>> import fmi
+    >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+    >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+    >>> _ = memory.write("Alice's favourite drink is", " green tea", spans={"symbol": "Alice"})
+    >>> len(memory), memory.inject_site
+    (1, 'ln_final.hook_out')
+    """
 
     model_name: str
     d_model: int
@@ -223,30 +136,7 @@ class FastMemory:
         >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
         >>> memory.save(tempfile.mkdtemp() + "/empty.fmi.safetensors")
         """
-        tensors = {
-            "values": self.values,
-            "symbol_keys": self.symbol_keys,
-            "token_keys": self.token_keys,
-            "token_owner": self.token_owner,
-            "token_role": self.token_role,
-            "symbol_std.mean": self.encoder.symbol_std.mean,
-            "symbol_std.std": self.encoder.symbol_std.std,
-            "token_std.mean": self.encoder.token_std.mean,
-            "token_std.std": self.encoder.token_std.std,
-        }
-        if self.encoder.projector is not None:
-            tensors["projector"] = self.encoder.projector
-        if self.dual_weights is not None:
-            tensors["dual_weights"] = self.dual_weights
-        if self.tail_values is not None and self.tail_owner is not None:
-            tensors["tail_values"] = self.tail_values
-            tensors["tail_owner"] = self.tail_owner
-        # clone: safetensors refuses two names for one storage (e.g. a shared standardizer)
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-        write_atomically(
-            Path(path),
-            lambda tmp: save_file(tensors, str(tmp), metadata={"fmi": json.dumps(self.metadata())}),
-        )
+        save_memory_file(path, memory_tensors(self), self.metadata())
 
     @classmethod
     def load(cls, path: str | Path, model) -> FastMemory:
@@ -260,15 +150,7 @@ class FastMemory:
         >>> len(fmi.FastMemory.load(path, model))
         0
         """
-        meta = memory_metadata(path)
-        try:
-            t = load_file(str(path))
-        except Exception as err:  # safetensors raises its own error type on bad data
-            raise MemoryFileError(f"{path} is not a readable fmi memory file ({err})") from None
-        missing = [k for k in REQUIRED_TENSORS if k not in t]
-        missing += [k for k in REQUIRED_META if k not in meta]
-        if missing:
-            raise MemoryFileError(f"{path} is not a complete fmi memory file (no {missing[0]})")
+        meta, t = read_memory_file(path)
         d_model = int(model.bridge.cfg.d_model)
         if meta["model_name"] != model.name or meta["d_model"] != d_model:
             raise MemoryMismatchError(
@@ -472,10 +354,33 @@ class FastMemory:
         >>> len(out), type(out[0])
         (1, <class 'str'>)
         """
+        return [
+            a.text for a in self.ask(model, prompts, max_new_tokens=max_new_tokens, until=until)
+        ]
+
+    def ask(
+        self, model, prompts: list[str], *, max_new_tokens: int = 16, until: str | None = "end"
+    ) -> list[Answer]:
+        """What :meth:`generate` returns, with what the memory decided for each prompt: an
+        :class:`fmi.Answer` holding the text, the entry that fired (or None), its score and the
+        threshold.
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> answer = memory.ask(model, ["Question: where does Bob live? Answer:"])[0]
+        >>> answer.entry is None, answer.threshold == memory.threshold   # an empty memory
+        (True, True)
+        """
         from fmi.memory.ask import ask
 
         cut = self.end if until == "end" else until
-        return [a.text for a in ask(self, model, prompts, max_new_tokens=max_new_tokens, until=cut)]
+        return ask(self, model, prompts, max_new_tokens=max_new_tokens, until=cut)
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated score threshold of the memory's own retrieval mode (:attr:`mode`)."""
+        return float(self.thresholds[self.mode])
 
     def apply(self, model):
         """A context manager with the memory's read hooks on ``model`` for any TransformerLens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -12,8 +13,14 @@ from fmi.core.forward import collect
 from fmi.core.prompts import prompt_spans, span_tokens
 from fmi.core.sites import UNEMBED_IN
 from fmi.memory.answers import answer_values
-from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE, Entry
+from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry, KeyEncoder
+from fmi.memory.refine import refine_written
+from fmi.memory.store import FastMemory
 from fmi.memory.values import streamed_values, unembedding
+
+if TYPE_CHECKING:
+    from fmi.experiments.config import RecallConfig
+    from fmi.memory.fit import Fitted
 
 
 @dataclass(frozen=True)
@@ -161,3 +168,61 @@ def _write_answers(
         tail_owner=torch.tensor([i for i, t in enumerate(tails) for _ in range(t.shape[0])]),
         tail_states=torch.cat(tail_states),
     )
+
+
+def make_memory(
+    model,
+    written: Written,
+    fitted_encoder: KeyEncoder,
+    *,
+    alpha: float,
+    inject_site: str,
+    thresholds: dict[str, float] | None = None,
+    dual_weights: Tensor | None = None,
+) -> FastMemory:
+    """Assemble a ``FastMemory`` from written keys and values and a fitted encoder."""
+    return FastMemory(
+        model_name=model.name,
+        d_model=int(model.bridge.cfg.d_model),
+        inject_site=inject_site,
+        alpha=alpha,
+        encoder=fitted_encoder,
+        entries=written.entries,
+        values=written.values,
+        symbol_keys=written.symbol_keys,
+        token_keys=written.token_keys,
+        token_owner=written.token_owner,
+        token_role=written.token_role,
+        thresholds=dict(thresholds or {}),
+        dual_weights=dual_weights,
+        tail_values=written.tail_values,
+        tail_owner=written.tail_owner,
+    )
+
+
+def write_memory(
+    model, bindings, templates, fitted: Fitted, cfg: RecallConfig
+) -> tuple[Written, FastMemory]:
+    """Write ``bindings`` (one frozen forward per batch) into a memory read the fitted way."""
+    enc = fitted.encoder
+    written = write(
+        model,
+        bindings,
+        templates,
+        symbol_site=enc.symbol_site,
+        token_site=enc.token_site,
+        inject_site=cfg.inject_site,
+        batch_size=cfg.batch_size,
+        end=cfg.end,
+    )
+    written = refine_written(model, written, cfg.inject_site, fitted.alpha, fitted.refine_steps)
+    memory = make_memory(
+        model,
+        written,
+        enc,
+        alpha=fitted.alpha,
+        inject_site=cfg.inject_site,
+        thresholds=fitted.thresholds,
+        dual_weights=fitted.dual_weights,
+    )
+    return written, memory

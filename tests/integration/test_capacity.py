@@ -8,12 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from analyses.bench import BenchConfig, run_bench, summary_lines, synthetic_bank
+from analyses.bench import BenchConfig, run_bench, summary_lines
+from analyses.bench.bank import synthetic_bank
 from analyses.capacity.bank import capacity_bindings
 from analyses.capacity.config import CapacityConfig
 from fmi.errors import ConfigError
-from fmi.experiments.tasks import builtin_task
-from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE
+from fmi.experiments.builtin_tasks import builtin_task
+from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE
 
 
 def _quiet(_: str) -> None:
@@ -103,7 +104,7 @@ def test_lora_rows_carry_their_tuning_and_retention(capacity_run):
 
 
 def test_lora_single_grid_is_not_tuned(tiny_gemma):
-    from analyses.capacity.lora import LoraConfig
+    from analyses.capacity.lora.config import LoraConfig
     from analyses.capacity.lora_curve import tuned_settings
     from fmi.experiments.recall import task_for
 
@@ -123,9 +124,10 @@ def test_lora_tuning_data_is_training_data_only(tiny_gemma):
     questions; retention and tuning-check prompts are training unrelated prompts, disjoint from
     each other and, by question, from the evaluation prompts the rows report."""
     from analyses.capacity.lora_curve import lora_training_data
+    from fmi.experiments.builtin_tasks import N_TRAIN_QUESTIONS
     from fmi.experiments.questions import split_questions
     from fmi.experiments.recall import task_for
-    from fmi.experiments.tasks import N_TRAIN_QUESTIONS, question_of
+    from fmi.experiments.tasks import question_of
 
     cfg = CapacityConfig.quick_config()
     task = task_for(cfg.recall)
@@ -170,8 +172,9 @@ def test_a_prefix_of_the_bank_reads_like_a_bank_written_alone(tiny_gemma):
     holding only the first N bindings, scored from scratch."""
     from analyses.capacity.measure import decisions, write_bank
     from fmi.experiments.recall import task_for
-    from fmi.memory.fit import fit, read_queries, write_memory
-    from fmi.memory.retrieve import decide, score_queries
+    from fmi.memory.fit import fit
+    from fmi.memory.retrieve import decide, read_queries, score_queries
+    from fmi.memory.write import write_memory
 
     cfg = CapacityConfig.quick_config()
     task = task_for(cfg.recall)
@@ -215,7 +218,7 @@ def test_bench_measures_every_figure(tiny_neox):
 
 
 def test_synthetic_bank_has_the_shape_of_the_memory(quick_setup):
-    from fmi.memory.fit import write_memory
+    from fmi.memory.write import write_memory
 
     s = quick_setup
     split = s.task.split("same")

@@ -11,7 +11,7 @@ import torch
 from helpers import no_hooks, weights_digest
 
 from analyses.cli.main import main
-from analyses.edit.bundled import load_bundled, load_unrelated
+from analyses.edit.bundled.files import load_bundled, load_unrelated
 from analyses.edit.cases import EditCase, Probe
 from analyses.edit.config import EditConfig
 from analyses.edit.figures import markdown_table
@@ -19,7 +19,8 @@ from analyses.edit.grace import GraceEdit
 from analyses.edit.lora import LoraEdit
 from analyses.edit.method import Cost, Held
 from analyses.edit.methods import InContext, NoEdit, TooLong, stated
-from analyses.edit.rome import Rome, RomeConfig
+from analyses.edit.rome.config import RomeConfig
+from analyses.edit.rome.method import Rome
 from analyses.edit.score import (
     Outcome,
     groups,

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from analyses.edit.bundled import (
-    built_files,
-    data_dir,
-    known_cf_plan,
-    load_bundled,
-    load_unrelated,
-    phrasing_sides,
-)
+from analyses.edit.bundled.build import built_files
+from analyses.edit.bundled.files import data_dir, load_bundled, load_unrelated
+from analyses.edit.bundled.known_cf import known_cf_plan
+from analyses.edit.bundled.split import phrasing_sides
 from analyses.edit.cases import EditCase, Probe
 from analyses.edit.loaders import detect_format, load_cases
 from fmi.errors import ConfigError

@@ -12,6 +12,13 @@ import pytest
 import torch
 
 from analyses.compare import entropy_gate, rows
+from analyses.compare.attention_entropy import (
+    attention_entropy,
+    entropy_layers,
+    last_query_entropy,
+    pattern_entropy,
+    split_attention,
+)
 from analyses.compare.run import memory_rows
 from fmi.errors import ConfigError
 from fmi.experiments.evaluate import METRICS, Outputs
@@ -31,20 +38,18 @@ def test_module_examples_run():
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 64])
 def test_uniform_over_n_keys_is_log_n(n):
     uniform = torch.full((n,), 1.0 / n, dtype=torch.float64)
-    assert float(entropy_gate.pattern_entropy(uniform)) == pytest.approx(math.log(n), rel=1e-12)
+    assert float(pattern_entropy(uniform)) == pytest.approx(math.log(n), rel=1e-12)
 
 
 def test_one_hot_is_zero_and_padding_keys_add_nothing():
     one_hot = torch.eye(5)
-    assert entropy_gate.pattern_entropy(one_hot).tolist() == [0.0] * 5
+    assert pattern_entropy(one_hot).tolist() == [0.0] * 5
     third = 1.0 / 3.0
     padded = torch.tensor([[0.0, 0.0, third, third, third]], dtype=torch.float64)
     unpadded = torch.tensor([[third, third, third]], dtype=torch.float64)
-    assert float(entropy_gate.pattern_entropy(padded)) == float(
-        entropy_gate.pattern_entropy(unpadded)
-    )
-    assert float(entropy_gate.pattern_entropy(padded)) == pytest.approx(math.log(3), rel=1e-12)
-    assert not torch.isnan(entropy_gate.pattern_entropy(torch.zeros(2, 4))).any()
+    assert float(pattern_entropy(padded)) == float(pattern_entropy(unpadded))
+    assert float(pattern_entropy(padded)) == pytest.approx(math.log(3), rel=1e-12)
+    assert not torch.isnan(pattern_entropy(torch.zeros(2, 4))).any()
 
 
 def test_last_query_entropy_means_heads_then_layers_at_the_last_row_only():
@@ -55,7 +60,7 @@ def test_last_query_entropy_means_heads_then_layers_at_the_last_row_only():
     layer0[0, 1, 1] = torch.tensor([0.0, 0.0, 0.0, 1.0])  # 0
     layer1 = torch.zeros(1, 2, 2, 4)
     layer1[0, :, 1] = 0.25  # log 4 in both heads
-    got = entropy_gate.last_query_entropy([layer0, layer1])
+    got = last_query_entropy([layer0, layer1])
     assert got.shape == (1,)
     expected = ((math.log(2) + 0.0) / 2 + math.log(4)) / 2
     assert float(got[0]) == pytest.approx(expected, abs=1e-6)
@@ -94,21 +99,21 @@ def test_attention_entropy_matches_a_naive_loop(fixture, request):
     assert len(lengths) == len(RAGGED)  # every batch is really left-padded
     for layers in (None, [0], [n - 1], [0, n - 1]):
         want = torch.tensor([_naive(model, t, layers or list(range(n))) for t in RAGGED])
-        got = entropy_gate.attention_entropy(model, RAGGED, batch_size=3, layers=layers)
+        got = attention_entropy(model, RAGGED, batch_size=3, layers=layers)
         assert got.shape == (len(RAGGED),)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    assert float(entropy_gate.attention_entropy(model, ["Hi"], 1)[0]) == pytest.approx(
+    assert float(attention_entropy(model, ["Hi"], 1)[0]) == pytest.approx(
         _naive(model, "Hi", list(range(n))), abs=1e-5
     )
 
 
 def test_attention_entropy_layers_are_checked(tiny_gemma):
     n = tiny_gemma.bridge.cfg.n_layers
-    assert entropy_gate.entropy_layers(tiny_gemma, None) == tuple(range(n))
-    assert entropy_gate.entropy_layers(tiny_gemma, [-1, n - 1]) == (n - 1,)
+    assert entropy_layers(tiny_gemma, None) == tuple(range(n))
+    assert entropy_layers(tiny_gemma, [-1, n - 1]) == (n - 1,)
     for bad in ([n], [], [-n - 1]):
         with pytest.raises(ConfigError, match="attention-entropy layers"):
-            entropy_gate.entropy_layers(tiny_gemma, bad)
+            entropy_layers(tiny_gemma, bad)
 
 
 def test_a_pattern_that_never_fires_is_an_error(tiny_gemma):
@@ -116,7 +121,7 @@ def test_a_pattern_that_never_fires_is_an_error(tiny_gemma):
     fused = SimpleNamespace(cfg=tiny_gemma.bridge.cfg, run_with_hooks=lambda *a, **kw: None)
     model = SimpleNamespace(bridge=fused, tokenizer=tiny_gemma.tokenizer)
     with pytest.raises(ConfigError, match="hook_pattern did not fire"):
-        entropy_gate.attention_entropy(model, ["a b c"], 1)
+        attention_entropy(model, ["a b c"], 1)
 
 
 # --- thresholds and gates -----------------------------------------------------------------------
@@ -154,7 +159,7 @@ def test_unknown_signal_is_named():
 def prepared(tiny_gemma, quick_compare):
     cfg, task, _, run = quick_compare
     _, (dual, dual_out) = memory_rows(tiny_gemma, run, cfg, rows.Cost(1, 0, 0.0))
-    att = entropy_gate.split_attention(tiny_gemma, run, cfg.recall)
+    att = split_attention(tiny_gemma, run, cfg.recall)
     return cfg, task, run, dual, dual_out, att
 
 
@@ -165,7 +170,7 @@ def test_attention_training_thresholds_are_chosen_as_the_next_token_ones(tiny_ge
     taus = entropy_gate.training_thresholds(tiny_gemma, task.train, rc, 0.5, signal="attention")
     for kind in ("write", "read"):
         texts = [qs.texts[q] for q in qs.index(kind)][: rc.calibration_prompts]
-        e = entropy_gate.attention_entropy(tiny_gemma, texts, rc.batch_size)
+        e = attention_entropy(tiny_gemma, texts, rc.batch_size)
         assert taus[kind] == float(e.sort().values[int(0.5 * (len(texts) - 1))])
     assert entropy_gate.training_thresholds(
         tiny_gemma, task.train, rc, 0.5
@@ -177,13 +182,13 @@ def test_split_attention_covers_questions_and_written_statements(tiny_gemma, pre
     rc = cfg.recall
     torch.testing.assert_close(
         att.questions,
-        entropy_gate.attention_entropy(tiny_gemma, run.qs.texts, rc.batch_size),
+        attention_entropy(tiny_gemma, run.qs.texts, rc.batch_size),
         atol=1e-5,
         rtol=0,
     )
     statements = [write_prompt(run.split.templates, e)[0] for e in run.entries]
     torch.testing.assert_close(
-        att.written, entropy_gate.attention_entropy(tiny_gemma, statements, 1), atol=1e-5, rtol=0
+        att.written, attention_entropy(tiny_gemma, statements, 1), atol=1e-5, rtol=0
     )
     for q in run.qs.index("write"):  # a statement is its own write question: one forward
         assert run.qs.texts[q] == statements[run.qs.entry[q]]

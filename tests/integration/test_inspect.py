@@ -16,7 +16,7 @@ from fmi.core.hooks import add_at_positions
 from fmi.core.prompts import encode
 from fmi.core.sites import UNEMBED_IN, resid
 from fmi.errors import ConfigError, LabelError
-from fmi.experiments.tasks import builtin_task
+from fmi.experiments.builtin_tasks import builtin_task
 from fmi.memory.retrieve import MODES
 
 NETWORK_REF = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.IGNORECASE)

@@ -11,9 +11,9 @@ from analyses.layer_sweep import compute as ls
 from fmi.core.prompts import encode
 from fmi.core.sites import UNEMBED_IN
 from fmi.experiments.queries import build_queries, unique_bindings
+from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.memory.keys import maxsim_loop
 from fmi.memory.retrieve import dual_key_scores, token_channels
-from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.reporting.report import write_report
 
 

@@ -9,24 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.capacity import lora as lora_module
-from analyses.capacity.lora import (
-    LoraAdapter,
-    LoraConfig,
-    Retention,
-    answer_loss,
-    applied,
-    choose,
-    lora_outputs,
-    lora_targets,
-    retention_kl,
-    train_lora,
-)
+from analyses.capacity.lora import tune as lora_module
+from analyses.capacity.lora.adapter import LoraAdapter, applied, lora_outputs, lora_targets
+from analyses.capacity.lora.config import LoraConfig
+from analyses.capacity.lora.retention import Retention, retention_kl
+from analyses.capacity.lora.train import answer_loss, train_lora
+from analyses.capacity.lora.tune import choose
 from analyses.capacity.power_law import PowerLaw, fit_power_law
 from fmi.core.generate import greedy
 from fmi.core.prompts import encode
 from fmi.errors import ConfigError
-from fmi.models.registry import parameter_checksum
+from fmi.models.fingerprint import parameter_checksum
 
 SUBJECTS = ["apple", "window", "music", "engine", "forest", "pocket", "silver", "garden"]
 # Distinct last tokens: a tiny random model barely mixes context into the last position.
@@ -302,7 +295,7 @@ def test_retention_kl_is_zero_at_init_and_positive_after_a_step(tiny):
 
 def _reference_losses(model, texts, targets, rank: int, cfg: LoraConfig, lr: float, steps: int):
     """The probe's training loop before the retention term existed (cross-entropy only)."""
-    from analyses.capacity.lora import _frozen_base, _last_logits
+    from analyses.capacity.lora.base import _frozen_base, _last_logits
 
     adapter = LoraAdapter.init(model.hf_model, rank, cfg.seed)
     opt = torch.optim.Adam(adapter.parameters(), lr=lr)
@@ -401,7 +394,7 @@ def test_lora_doctests_run():
 
 
 def test_tune_lora_curve(tiny_gemma):
-    from analyses.capacity.lora import TuneSet, tune_lora
+    from analyses.capacity.lora.tune import TuneSet, tune_lora
 
     targets = _targets(tiny_gemma)[:4]
     held = RETAIN[3:]

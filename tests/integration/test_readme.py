@@ -10,16 +10,31 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOCS_QUICKSTART = ROOT / "docs" / "quickstart.md"
 
 
-def quickstart() -> str:
+def quickstart(page: Path = README, heading: str = "\n## Quickstart") -> str:
     """The first ``python`` block after the ``## Quickstart`` heading."""
-    text = README.read_text()
-    section = text[text.index("\n## Quickstart") :]
+    text = page.read_text()
+    section = text[text.index(heading) :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "no python block under ## Quickstart"
+    assert match, f"no python block under {heading.strip()} in {page.name}"
     return match.group(1)
+
+
+def test_the_readme_is_short_and_starts_with_what_a_newcomer_needs():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 200, len(lines)
+    first = "\n".join(lines[:60])
+    for needed in ("## Set up (fresh machine)", "make recall", "make test", "## Quickstart"):
+        assert needed in first, needed
+    assert "memory.write(" in first  # a first memory written within 60 lines
+
+
+def test_the_docs_quickstart_runs_the_same_block():
+    assert quickstart(DOCS_QUICKSTART, "# Quickstart") == quickstart()
 
 
 def _run(tmp_path, model: str) -> str:

@@ -1,9 +1,13 @@
-"""The README's result tables are the committed JSON files under results/, figure for figure.
+"""The result tables of the README and of every docs page are the committed JSON files under
+results/, figure for figure.
 
-A table is marked in the README by ``<!-- results: PATH -->`` on the line before its code block
-(or before Markdown tables closed by ``<!-- end results -->``); the block must equal what the
-JSON renders to (``analyses.results.results_report``). Every results path the README names must
-exist.
+A table is marked by ``<!-- results: PATH -->`` on the line before its code block (or before
+Markdown tables closed by ``<!-- end results -->``); the block must equal what the JSON renders
+to (``analyses.results.results_report``). ``<!-- results: PATH headline -->`` marks the README's
+headline, one Markdown table of a several-seed recall run, which must equal
+``analyses.results.headline_table`` (``scripts/readme_table.py --headline PATH``), and whose
+file must also be shown whole on a page.
+Every marker must be followed by its block, and every results path a page names must exist.
 """
 
 from __future__ import annotations
@@ -14,40 +18,84 @@ from pathlib import Path
 
 import pytest
 
+from analyses import results
 from analyses.results import results_report
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+PAGES = {
+    str(p.relative_to(ROOT)): p.read_text()
+    for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+}
+MARKER = re.compile(r"<!-- results: .*?-->")
+BLOCK = re.compile(
+    r"<!-- results: (\S+)(?: (\w+))? -->\n(?:```\n(.*?)```|(.*?)<!-- end results -->)", re.S
+)
 MARKED = [
-    (path, fenced or plain)
-    for path, fenced, plain in re.findall(
-        r"<!-- results: (\S+) -->\n(?:```\n(.*?)```|(.*?)<!-- end results -->)", README, re.S
-    )
+    (page, path, view, fenced or plain)
+    for page, text in PAGES.items()
+    for path, view, fenced, plain in BLOCK.findall(text)
 ]
 
 
-def test_the_readme_marks_its_result_tables():
-    assert len(MARKED) >= 2
+VIEWS = results.VIEWS  # "" (the whole document) and "headline"
+assert VIEWS[""] is results_report
 
 
-@pytest.mark.parametrize("path, block", MARKED, ids=[p for p, _ in MARKED])
-def test_each_marked_table_equals_its_json(path, block):
+def test_the_pages_mark_their_result_tables():
+    pages = {page for page, *_ in MARKED}
+    assert "README.md" in pages and len(pages) >= 4, sorted(pages)
+    assert len(MARKED) >= 5
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_marker_is_followed_by_its_block(page):
+    markers = MARKER.findall(PAGES[page])
+    assert len(markers) == len(BLOCK.findall(PAGES[page])), markers
+
+
+@pytest.mark.parametrize(
+    "page, path, view, block", MARKED, ids=[f"{pg}:{p}:{v or 'all'}" for pg, p, v, _ in MARKED]
+)
+def test_each_marked_table_equals_its_json(page, path, view, block):
+    assert (ROOT / path).is_file(), f"{page} marks {path}, which is not committed"
+    assert view in VIEWS, f"{page}: unknown results view {view!r} for {path}"
     doc = json.loads((ROOT / path).read_text())
-    assert block.strip("\n") == results_report(doc).strip("\n")
+    assert block.strip("\n") == VIEWS[view](doc).strip("\n")
 
 
-def test_every_results_path_named_exists():
-    named = set(re.findall(r"results/[\w./-]+\.json", README))
-    assert named and all((ROOT / p).is_file() for p in named), sorted(named)
+def test_a_headline_file_is_also_shown_whole():
+    whole = {path for _, path, view, _ in MARKED if not view}
+    parts = {path for _, path, view, _ in MARKED if view}
+    assert parts and parts <= whole, sorted(parts - whole)
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_results_path_named_exists(page):
+    named = set(re.findall(r"results/[\w./-]+\.json", PAGES[page]))
+    missing = sorted(p for p in named if not (ROOT / p).is_file())
+    assert not missing, missing
+
+
+def test_the_results_paths_are_named_somewhere():
+    named = set(re.findall(r"results/[\w./-]+\.json", "\n".join(PAGES.values())))
+    assert len(named) >= 5, sorted(named)
 
 
 def test_the_bench_figures_quoted_equal_the_json():
     doc = json.loads((ROOT / "results/gemma-3-270m/bench.json").read_text())
+    page = PAGES["docs/capacity.md"]
     m = doc["multi_token"]
-    assert f"{m['write_s']:.3f} / {m['forward_s']:.3f} s = **{m['write_ratio']:.3f}**" in README
+    assert f"{m['write_s']:.3f} / {m['forward_s']:.3f} s = **{m['write_ratio']:.3f}**" in page
     assert f"{m['memory_s']:.3f} / {m['plain_s']:.3f} s =\n  **{m['generation_ratio']:.3f}**" in (
-        README
+        page
     )
+
+
+def test_the_headline_view_examples_run():
+    import doctest
+
+    result = doctest.testmod(results, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def _intervals(node, path=""):

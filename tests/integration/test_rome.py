@@ -9,18 +9,14 @@ import pytest
 import torch
 from helpers import no_hooks, weights_digest
 
-from analyses.capacity.lora import lora_targets
+from analyses.capacity.lora.adapter import lora_targets
 from analyses.edit.cases import EditCase, answer_text
 from analyses.edit.method import Cost
-from analyses.edit.rome import (
-    Rome,
-    RomeConfig,
-    key_covariance,
-    neutral_text,
-    rank_one_update,
-    subject_key,
-    target_value,
-)
+from analyses.edit.rome.config import RomeConfig
+from analyses.edit.rome.keys import key_covariance, neutral_text, subject_key
+from analyses.edit.rome.method import Rome
+from analyses.edit.rome.update import rank_one_update
+from analyses.edit.rome.value import target_value
 from fmi.core.prompts import encode
 from fmi.errors import ConfigError
 

@@ -8,8 +8,21 @@ import pytest
 import torch
 from helpers import no_hooks, weights_digest
 
-from analyses.compare import soft_prefix as sp
 from analyses.compare.rows import Cost, score
+from analyses.compare.soft_prefix import prepend, tune
+from analyses.compare.soft_prefix import rows as prefix_rows
+from analyses.compare.soft_prefix.config import SoftPrefixConfig
+from analyses.compare.soft_prefix.prepend import (
+    SITE,
+    PrefixTokenizer,
+    insert_prefix,
+    prefix_hook,
+    prefix_starts,
+)
+from analyses.compare.soft_prefix.read import prefix_greedy
+from analyses.compare.soft_prefix.rows import soft_prefix_rows
+from analyses.compare.soft_prefix.tune import pick
+from analyses.compare.soft_prefix.write import embedding_stats, init_prefix, optimise
 from fmi.core.forward import answer_only
 from fmi.core.prompts import encode
 from fmi.errors import ConfigError
@@ -18,9 +31,9 @@ TEXTS = ["In game A, blicket means", "dax means", "Question: in the lab, what is
 
 
 def _prefixed(model, texts, k):
-    ptok = sp.PrefixTokenizer(model.tokenizer, k)
+    ptok = PrefixTokenizer(model.tokenizer, k)
     enc = encode(ptok, texts)
-    return ptok, enc, sp.prefix_starts(ptok, texts, enc)
+    return ptok, enc, prefix_starts(ptok, texts, enc)
 
 
 def _embed_and_logits(bridge, enc, hooks=(), logits=True):
@@ -32,7 +45,7 @@ def _embed_and_logits(bridge, enc, hooks=(), logits=True):
         seen["act"] = act.detach().clone()
         return act
 
-    with torch.inference_mode(), bridge.hooks(fwd_hooks=[*hooks, (sp.SITE, capture)]):
+    with torch.inference_mode(), bridge.hooks(fwd_hooks=[*hooks, (SITE, capture)]):
         if not logits:
             bridge(enc.tokens, attention_mask=enc.mask, stop_at_layer=1)
             return seen["act"], None
@@ -62,20 +75,22 @@ def _embed_and_logits(bridge, enc, hooks=(), logits=True):
 )
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message):
-        sp.SoftPrefixConfig(**{field: value})
+        SoftPrefixConfig(**{field: value})
 
 
 def test_config_defaults_and_round_trip():
-    cfg = sp.SoftPrefixConfig()
+    cfg = SoftPrefixConfig()
     assert cfg.sizes == (8, 32) and cfg.steps == (2, 5) and cfg.lrs == (0.3, 1.0)
     assert cfg.lr in cfg.lrs
-    assert sp.SoftPrefixConfig(**cfg.to_dict()) == cfg
-    assert sp.SoftPrefixConfig.quick(seed=3).seed == 3
+    assert SoftPrefixConfig(**cfg.to_dict()) == cfg
+    assert SoftPrefixConfig.quick(seed=3).seed == 3
 
 
 def test_doctests_run():
-    result = doctest.testmod(sp, optionflags=doctest.ELLIPSIS, verbose=False)
-    assert result.attempted >= 4 and result.failed == 0
+    results = [
+        doctest.testmod(m, optionflags=doctest.ELLIPSIS, verbose=False) for m in (prepend, tune)
+    ]
+    assert sum(r.attempted for r in results) >= 4 and not any(r.failed for r in results)
 
 
 # --- prepending ---------------------------------------------------------------------------------
@@ -83,11 +98,11 @@ def test_doctests_run():
 
 def test_a_prefix_of_no_tokens_is_refused(tiny_neox):
     with pytest.raises(ValueError, match="at least one token"):
-        sp.insert_prefix([1, 2], 0, 0, 0)
+        insert_prefix([1, 2], 0, 0, 0)
     with pytest.raises(ValueError, match="at least one token"):
-        sp.PrefixTokenizer(tiny_neox.tokenizer, 0)
+        PrefixTokenizer(tiny_neox.tokenizer, 0)
     with pytest.raises(ValueError, match="prefix must be"):
-        sp.prefix_hook(torch.zeros(0, 64), torch.zeros(2, dtype=torch.long))
+        prefix_hook(torch.zeros(0, 64), torch.zeros(2, dtype=torch.long))
 
 
 def test_prefix_sits_after_bos_and_inside_the_mask(tiny_neox):
@@ -102,9 +117,9 @@ def test_prefix_sits_after_bos_and_inside_the_mask(tiny_neox):
             return {"input_ids": [0, *inner(text)["input_ids"]]}
 
     k = 3
-    ptok = sp.PrefixTokenizer(BosTokenizer(), k)
+    ptok = PrefixTokenizer(BosTokenizer(), k)
     enc = encode(ptok, TEXTS)
-    starts = sp.prefix_starts(ptok, TEXTS, enc)
+    starts = prefix_starts(ptok, TEXTS, enc)
     width = enc.tokens.shape[1]
     for row, text in enumerate(TEXTS):
         ids = inner(text)["input_ids"]
@@ -114,9 +129,9 @@ def test_prefix_sits_after_bos_and_inside_the_mask(tiny_neox):
         assert int(starts[row]) == pad + 1
         assert not enc.content[row, pad : pad + 1 + k].any()  # bos and placeholders: special
     # no <bos>: the prefix opens the text (Pythia's tokenizer prepends nothing)
-    plain = sp.PrefixTokenizer(inner, k)
+    plain = PrefixTokenizer(inner, k)
     enc2 = encode(plain, TEXTS)
-    starts2 = sp.prefix_starts(plain, TEXTS, enc2)
+    starts2 = prefix_starts(plain, TEXTS, enc2)
     assert starts2.tolist() == enc2.pad.tolist()
     assert (
         enc2.tokens[0, -len(inner(TEXTS[0])["input_ids"]) :].tolist()
@@ -128,14 +143,14 @@ def test_prefix_sits_after_bos_and_inside_the_mask(tiny_neox):
 def test_hook_overwrites_exactly_the_prefix_positions(fixture, request):
     model = request.getfixturevalue(fixture)
     bridge = model.bridge
-    assert sp.SITE in bridge.hook_dict
+    assert SITE in bridge.hook_dict
     k, d = 4, int(bridge.cfg.d_model)
     _, enc, starts = _prefixed(model, TEXTS, k)
     assert len(set(starts.tolist())) == len(TEXTS)  # ragged: every row padded differently
     prefix = torch.randn(k, d, generator=torch.Generator().manual_seed(0))
     clean, _ = _embed_and_logits(bridge, enc, logits=False)
-    hook = sp.prefix_hook(prefix, starts)
-    hooked, _ = _embed_and_logits(bridge, enc, [(sp.SITE, hook)], logits=False)
+    hook = prefix_hook(prefix, starts)
+    hooked, _ = _embed_and_logits(bridge, enc, [(SITE, hook)], logits=False)
     where = torch.zeros(enc.tokens.shape, dtype=torch.bool)
     for row, s in enumerate(starts.tolist()):
         where[row, s : s + k] = True
@@ -147,7 +162,7 @@ def test_hook_overwrites_exactly_the_prefix_positions(fixture, request):
 def test_hook_leaves_kv_cached_steps_alone():
     k, d = 2, 3
     prefix = torch.full((k, d), 7.0)
-    hook = sp.prefix_hook(prefix, torch.tensor([1, 0]))
+    hook = prefix_hook(prefix, torch.tensor([1, 0]))
     prompt = torch.zeros(2, 5, d)
     out = hook(prompt, None)
     assert torch.equal(out[0, 1:3], prefix) and torch.equal(out[1, 0:2], prefix)
@@ -169,10 +184,10 @@ def test_placeholder_embeddings_as_prefix_change_nothing(fixture, request):
     clean, want = _embed_and_logits(bridge, enc)
     s = int(starts[0])
     own = clean[0, s : s + k]
-    _, got = _embed_and_logits(bridge, enc, [(sp.SITE, sp.prefix_hook(own, starts))])
+    _, got = _embed_and_logits(bridge, enc, [(SITE, prefix_hook(own, starts))])
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     # and greedy decoding with that prefix is decoding the placeholder ids plainly
-    gen = sp.prefix_greedy(model, TEXTS, own, max_new_tokens=3, batch_size=8)
+    gen = prefix_greedy(model, TEXTS, own, max_new_tokens=3, batch_size=8)
     with torch.inference_mode():
         out = bridge.generate(
             enc.tokens,
@@ -192,13 +207,11 @@ def test_a_prefixed_row_reads_as_it_would_alone(tiny_gemma):
     k = 4
     prefix = torch.randn(k, 64, generator=torch.Generator().manual_seed(2))
     _, enc, starts = _prefixed(tiny_gemma, TEXTS, k)
-    _, batch = _embed_and_logits(
-        tiny_gemma.bridge, enc, [(sp.SITE, sp.prefix_hook(prefix, starts))]
-    )
+    _, batch = _embed_and_logits(tiny_gemma.bridge, enc, [(SITE, prefix_hook(prefix, starts))])
     for row in (0, 1):
         _, one, st = _prefixed(tiny_gemma, TEXTS[row : row + 1], k)
-        hook = sp.prefix_hook(prefix, st)
-        _, alone = _embed_and_logits(tiny_gemma.bridge, one, [(sp.SITE, hook)])
+        hook = prefix_hook(prefix, st)
+        _, alone = _embed_and_logits(tiny_gemma.bridge, one, [(SITE, hook)])
         torch.testing.assert_close(batch[row], alone[0], rtol=1e-4, atol=1e-4)
 
 
@@ -210,11 +223,11 @@ def test_gemma_site_is_scaled_and_the_prefix_is_drawn_at_that_scale(tiny_gemma):
     act, _ = _embed_and_logits(bridge, enc)
     d = int(bridge.cfg.d_model)
     torch.testing.assert_close(act[0], bridge.W_E[enc.tokens[0]] * d**0.5, rtol=1e-5, atol=1e-6)
-    mean, std, rms = sp.embedding_stats(tiny_gemma, TEXTS)
+    mean, std, rms = embedding_stats(tiny_gemma, TEXTS)
     assert rms == pytest.approx(float(act[0].pow(2).mean().sqrt()), rel=0.3)
-    prefix = sp.init_prefix(64, mean, std, 1.0, seed=0)
+    prefix = init_prefix(64, mean, std, 1.0, seed=0)
     assert float(prefix.pow(2).mean().sqrt()) == pytest.approx(rms, rel=0.1)
-    torch.testing.assert_close(prefix, sp.init_prefix(64, mean, std, 1.0, seed=0), rtol=0, atol=0)
+    torch.testing.assert_close(prefix, init_prefix(64, mean, std, 1.0, seed=0), rtol=0, atol=0)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -228,7 +241,7 @@ def test_optimise_lowers_the_loss_and_leaves_the_model_alone(fixture, request):
     targets = torch.tensor([tok(w)["input_ids"][-1] for w in (" red", " blue", " green")])
     before = weights_digest(bridge)
     k, lr = 3, 0.3
-    got = sp.optimise(model, TEXTS, targets, k, (1, 3), lr, batch_size=2, seed=5)
+    got = optimise(model, TEXTS, targets, k, (1, 3), lr, batch_size=2, seed=5)
     assert weights_digest(bridge) == before
     assert all(p.grad is None for p in bridge.parameters())
     assert no_hooks(bridge)
@@ -236,16 +249,14 @@ def test_optimise_lowers_the_loss_and_leaves_the_model_alone(fixture, request):
     assert got.seconds[1] <= got.seconds[3]
     assert got.losses[3] < got.losses[0]
     # Adam's first step is lr * scale * sign(grad) on every coordinate
-    mean, std, scale = sp.embedding_stats(model, TEXTS, 2)
+    mean, std, scale = embedding_stats(model, TEXTS, 2)
     assert scale == pytest.approx(got.scale)
-    start = sp.init_prefix(k, mean, std, 1.0, seed=5)
+    start = init_prefix(k, mean, std, 1.0, seed=5)
     step = (got.snapshots[1] - start).abs()
     torch.testing.assert_close(step, torch.full_like(step, lr * scale), rtol=1e-3, atol=1e-7)
     # the loss recorded after 3 steps is the loss of the third snapshot, recomputed
     ptok, enc, starts = _prefixed(model, TEXTS, k)
-    _, logits = _embed_and_logits(
-        bridge, enc, [(sp.SITE, sp.prefix_hook(got.snapshots[3], starts))]
-    )
+    _, logits = _embed_and_logits(bridge, enc, [(SITE, prefix_hook(got.snapshots[3], starts))])
     again = torch.nn.functional.cross_entropy(logits.float(), targets)
     assert float(again) == pytest.approx(got.losses[3], rel=1e-4)
 
@@ -263,17 +274,18 @@ def test_soft_prefix_rows_cover_the_grid_with_a_training_only_budget(
     tiny_gemma, prepared, monkeypatch
 ):
     cfg, task, run = prepared
-    pcfg = sp.SoftPrefixConfig.quick(sizes=(2, 4), steps=(1, 2), lrs=(0.3, 1.0))
+    pcfg = SoftPrefixConfig.quick(sizes=(2, 4), steps=(1, 2), lrs=(0.3, 1.0))
     calls = []
-    real = sp.optimise
+    real = optimise
 
     def spy(model, texts, *args, **kw):
         calls.append(list(texts))
         return real(model, texts, *args, **kw)
 
-    monkeypatch.setattr(sp, "optimise", spy)
+    monkeypatch.setattr(tune, "optimise", spy)  # the tuning runs
+    monkeypatch.setattr(prefix_rows, "optimise", spy)  # the rows' runs
     before = weights_digest(tiny_gemma.bridge)
-    got, data = sp.soft_prefix_rows(tiny_gemma, run, cfg.recall, pcfg, task.train)
+    got, data = soft_prefix_rows(tiny_gemma, run, cfg.recall, pcfg, task.train)
     assert weights_digest(tiny_gemma.bridge) == before and no_hooks(tiny_gemma.bridge)
 
     grid = [(k, s) for k in pcfg.sizes for s in pcfg.steps]
@@ -298,7 +310,7 @@ def test_soft_prefix_rows_cover_the_grid_with_a_training_only_budget(
     # exactly one row is the tuned choice, the training curve's best point
     tuning = data["tuning"]
     assert len(tuning["curve"]) == n_configs
-    assert tuning["best"] == sp.pick(tuning["curve"])
+    assert tuning["best"] == pick(tuning["curve"])
     tuned = [r for r in got if r.detail["tuned"]]
     assert len(tuned) == 1
     assert (tuned[0].detail["K"], tuned[0].detail["steps"]) == (
@@ -318,8 +330,8 @@ def test_soft_prefix_rows_cover_the_grid_with_a_training_only_budget(
 
 def test_without_a_training_split_the_fixed_lr_is_used(tiny_gemma, prepared):
     cfg, _, run = prepared
-    pcfg = sp.SoftPrefixConfig.quick(sizes=(2,), steps=(1,), lr=0.5)
-    got, data = sp.soft_prefix_rows(tiny_gemma, run, cfg.recall, pcfg)
+    pcfg = SoftPrefixConfig.quick(sizes=(2,), steps=(1,), lr=0.5)
+    got, data = soft_prefix_rows(tiny_gemma, run, cfg.recall, pcfg)
     assert len(got) == 1 and got[0].detail["lr"] == 0.5
     assert got[0].detail["tuning_budget"] == "none (fixed learning rate)"
     assert got[0].detail["tuned_choice"] is None and data["tuning"]["curve"] == []

@@ -11,32 +11,33 @@ import torch
 
 from analyses import correction_vs_steering
 from analyses.correction_vs_steering import compute as st
+from analyses.correction_vs_steering import vector_math as vm
 from fmi.core.sites import UNEMBED_IN
 from fmi.reporting.report import write_report
 
 
 def test_cosine_known_answers():
     v = torch.tensor([3.0, 4.0, 0.0])
-    assert float(st.cosine(v, v)) == pytest.approx(1.0)
-    assert float(st.cosine(v, -2 * v)) == pytest.approx(-1.0)
-    assert float(st.cosine(v, torch.tensor([-4.0, 3.0, 7.0]))) == pytest.approx(0.0, abs=1e-7)
+    assert float(vm.cosine(v, v)) == pytest.approx(1.0)
+    assert float(vm.cosine(v, -2 * v)) == pytest.approx(-1.0)
+    assert float(vm.cosine(v, torch.tensor([-4.0, 3.0, 7.0]))) == pytest.approx(0.0, abs=1e-7)
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
-    assert float(st.cosine(a, b)) == pytest.approx(1 / math.sqrt(2))
-    assert float(st.cosine(torch.zeros(3), v)) == 0.0
+    assert float(vm.cosine(a, b)) == pytest.approx(1 / math.sqrt(2))
+    assert float(vm.cosine(torch.zeros(3), v)) == 0.0
     # broadcasting: [k, s, d] against [k, 1, d], and every vector with itself
     x = torch.randn(4, 5, 16, generator=torch.Generator().manual_seed(0)) * 1e3
-    got = st.cosine(x, x[:, :1])
+    got = vm.cosine(x, x[:, :1])
     assert got.shape == (4, 5)
     torch.testing.assert_close(got[:, 0], torch.ones(4))
     assert ((got >= -1) & (got <= 1)).all()
-    torch.testing.assert_close(st.cosine(x, x), torch.ones(4, 5))
+    torch.testing.assert_close(vm.cosine(x, x), torch.ones(4, 5))
 
 
 def test_lens_top_known_answer():
     w_u = torch.eye(4, 6)  # token j < 4 is dimension j; tokens 4, 5 never score
     w_u[:, 5] = torch.tensor([0.0, 0.0, 0.5, 0.5])
     vectors = torch.tensor([[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
-    top, rank = st.lens_top(vectors, w_u, torch.tensor([3, 5]), k=3)
+    top, rank = vm.lens_top(vectors, w_u, torch.tensor([3, 5]), k=3)
     assert top[0].tolist() == [2, 5, 3]  # 2.0, 1.5, 1.0
     assert rank.tolist() == [2, 1]  # token 3 after 2 and 5; token 5 (0.0) after token 0 only
 
@@ -45,16 +46,16 @@ def test_through_final_norm_is_gemmas_scaled_rmsnorm(tiny_gemma):
     bridge = tiny_gemma.bridge
     w = bridge.ln_final.original_component.weight.detach()
     v = torch.randn(3, 2, bridge.cfg.d_model, generator=torch.Generator().manual_seed(1))
-    got = st.through_final_norm(bridge, v)
+    got = vm.through_final_norm(bridge, v)
     assert got.shape == v.shape
-    torch.testing.assert_close(st.cosine(got, v * (1 + w)), torch.ones(3, 2))
-    torch.testing.assert_close(st.through_final_norm(bridge, 7 * v), got, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(vm.cosine(got, v * (1 + w)), torch.ones(3, 2))
+    torch.testing.assert_close(vm.through_final_norm(bridge, 7 * v), got, atol=1e-4, rtol=1e-4)
 
 
 def test_rate_ci_and_sites():
-    rate, low, high = st.rate_ci(torch.tensor([True, True, False, False]))
+    rate, low, high = vm.rate_ci(torch.tensor([True, True, False, False]))
     assert rate == 0.5 and 0 < low < 0.5 < high < 1
-    assert all(math.isnan(x) for x in st.rate_ci(torch.tensor([], dtype=torch.bool)))
+    assert all(math.isnan(x) for x in vm.rate_ci(torch.tensor([], dtype=torch.bool)))
     assert st.vector_sites(2) == [
         "blocks.0.hook_resid_pre",
         "blocks.0.hook_resid_post",

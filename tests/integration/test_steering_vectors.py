@@ -9,8 +9,8 @@ from analyses import steering_vectors as sv
 from fmi.core.forward import collect
 from fmi.core.sites import UNEMBED_IN, resid
 from fmi.errors import ConfigError
+from fmi.experiments.builtin_tasks import builtin_task
 from fmi.experiments.queries import unique_bindings
-from fmi.experiments.tasks import builtin_task
 
 
 def test_mean_difference_equals_a_naive_loop():

@@ -10,12 +10,13 @@ import torch
 
 from fmi.core.prompts import encode
 from fmi.core.sites import UNEMBED_IN
+from fmi.experiments.builtin_tasks import builtin_task
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.labels import check_labels
 from fmi.experiments.recall import run_recall, task_for
-from fmi.experiments.tasks import builtin_task
 from fmi.memory.values import unembedding
-from fmi.models.registry import load_model, parameter_checksum
+from fmi.models.fingerprint import parameter_checksum
+from fmi.models.registry import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -117,7 +117,8 @@ def test_answer_prefix_needs_an_answer():
 
 @pytest.mark.parametrize("name", ["tiny_neox", "tiny_gemma"])
 def test_write_with_an_end_keeps_keys_and_first_values_and_adds_tails(name, request):
-    from fmi.experiments.tasks import Binding, builtin_task
+    from fmi.experiments.builtin_tasks import builtin_task
+    from fmi.experiments.tasks import Binding
     from fmi.memory.write import write
 
     model = request.getfixturevalue(name)

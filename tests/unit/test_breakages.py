@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from fmi.experiments.config import RecallConfig
+from fmi.memory.entry import Entry
 from fmi.memory.retrieve import QueryScores
-from fmi.memory.store import Entry
 
 
 def mutated(name: str, old: str, new: str) -> types.ModuleType:

@@ -12,10 +12,11 @@ import torch
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.queries import QuerySet
 from fmi.memory import fit as calibrate
+from fmi.memory.entry import Entry, KeyEncoder
 from fmi.memory.fit import _smallest_near_best, choose_rho, threshold_between
 from fmi.memory.keys import Standardizer
 from fmi.memory.retrieve import QueryScores
-from fmi.memory.store import Entry, FastMemory, KeyEncoder
+from fmi.memory.store import FastMemory
 
 
 @pytest.mark.parametrize(

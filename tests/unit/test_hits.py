@@ -9,7 +9,7 @@ import pytest
 from fmi.core.generate import Generated
 from fmi.experiments.evaluate import Outputs, hits, summarize
 from fmi.experiments.queries import QuerySet
-from fmi.memory.store import Entry
+from fmi.memory.entry import Entry
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from fmi.errors import MemoryFileError, MemoryMismatchError
+from fmi.memory.entry import Entry, KeyEncoder
 from fmi.memory.keys import Standardizer
-from fmi.memory.store import Entry, FastMemory, KeyEncoder
+from fmi.memory.store import FastMemory
 from fmi.reporting.atomic import write_atomically
 
 D = 64  # tiny-neox's d_model

@@ -9,7 +9,8 @@ import torch
 
 from fmi.errors import ModelUnavailableError, UnknownModelError
 from fmi.models import registry as models
-from fmi.models.registry import REGISTRY, list_models, load_model, parameter_checksum
+from fmi.models.fingerprint import parameter_checksum
+from fmi.models.registry import REGISTRY, list_models, load_model
 from fmi.models.tiny import tiny_hf_model
 
 TINY = ["tiny_neox", "tiny_pythia", "tiny_gemma"]

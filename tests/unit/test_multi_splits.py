@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fmi.errors import LabelError
+from fmi.experiments.builtin_tasks import MULTI_CATEGORIES, MULTI_CONTEXTS, builtin_task
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.labels import check_labels
 from fmi.experiments.recall import run_recall
-from fmi.experiments.tasks import MULTI_CATEGORIES, MULTI_CONTEXTS, builtin_task
 
 
 def test_multi_splits_follow_and_leave_the_other_splits_unchanged():

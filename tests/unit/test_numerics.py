@@ -10,9 +10,9 @@ import torch
 
 from fmi.core.numerics import fixed_numerics, numerics
 from fmi.errors import ConfigError
+from fmi.experiments.builtin_tasks import builtin_task
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.recall import run_recall
-from fmi.experiments.tasks import builtin_task
 from fmi.memory.fit import fit
 
 

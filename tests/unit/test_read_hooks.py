@@ -9,25 +9,25 @@ import torch
 from fmi.core.generate import greedy
 from fmi.errors import ConfigError
 from fmi.experiments.evaluate import prepare_split
+from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.memory.inject import read_greedy
 from fmi.memory.keys import maxsim_loop
 from fmi.memory.retrieve import decide, score_queries, top_k
-from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.memory.write import write
 
 
 @pytest.fixture(scope="module")
-def prepared(quick_setup):
-    s = quick_setup
-    return prepare_split(s.model, s.task.split("same"), s.fitted, s.cfg.recall)
+def prepared(quick_fit):
+    s = quick_fit
+    return prepare_split(s.model, s.task.split("same"), s.fitted, s.cfg)
 
 
 def _no_hooks(bridge) -> bool:
     return all(not hp.fwd_hooks for hp in bridge.hook_dict.values())
 
 
-def test_batched_writes_equal_one_at_a_time(quick_setup):
-    s = quick_setup
+def test_batched_writes_equal_one_at_a_time(quick_fit):
+    s = quick_fit
     split = s.task.split("same")
     enc = s.fitted.encoder
     kw = dict(
@@ -44,8 +44,8 @@ def test_batched_writes_equal_one_at_a_time(quick_setup):
     assert batched.entries == single.entries
 
 
-def test_padded_batched_reads_equal_unbatched(prepared, quick_setup):
-    model, run = quick_setup.model, prepared
+def test_padded_batched_reads_equal_unbatched(prepared, quick_fit):
+    model, run = quick_fit.model, prepared
     rows = [i for k in ("write", "read", "plain", "unrelated") for i in run.qs.index(k)[:3]]
     texts = [run.qs.texts[i] for i in rows]
     assert len({len(model.tokenizer(t)["input_ids"]) for t in texts}) > 2  # padding happens
@@ -58,8 +58,8 @@ def test_padded_batched_reads_equal_unbatched(prepared, quick_setup):
 
 
 @pytest.mark.parametrize("mode", ["both_top1", "raw_both_top1", "dual_key", "context_gate"])
-def test_one_pass_read_equals_two_passes(prepared, quick_setup, mode):
-    model, run = quick_setup.model, prepared
+def test_one_pass_read_equals_two_passes(prepared, quick_fit, mode):
+    model, run = quick_fit.model, prepared
     two = decide(mode, run.scores, run.memory, gate=run.qs.gate)
     expected = greedy(
         model,
@@ -85,21 +85,21 @@ def test_one_pass_read_equals_two_passes(prepared, quick_setup, mode):
     assert _no_hooks(model.bridge)
 
 
-def test_one_pass_read_batched_equals_unbatched(prepared, quick_setup):
-    model, run = quick_setup.model, prepared
+def test_one_pass_read_batched_equals_unbatched(prepared, quick_fit):
+    model, run = quick_fit.model, prepared
     texts = [run.qs.texts[i] for k in ("read", "plain", "unrelated") for i in run.qs.index(k)[:4]]
     a, log_a = read_greedy(model, run.memory, "dual_key", texts, batch_size=12)
     b, log_b = read_greedy(model, run.memory, "dual_key", texts, batch_size=1)
     assert a.tokens == b.tokens and torch.equal(log_a.entry, log_b.entry)
 
 
-def test_one_pass_read_refuses_a_key_site_after_injection(prepared, quick_setup):
+def test_one_pass_read_refuses_a_key_site_after_injection(prepared, quick_fit):
     from dataclasses import replace
 
     memory = replace(prepared.memory, inject_site="blocks.0.hook_resid_post")
     with pytest.raises(ConfigError, match="before the injection site"):
-        read_greedy(quick_setup.model, memory, "dual_key", ["Question: hi Answer:"])
-    assert _no_hooks(quick_setup.model.bridge)
+        read_greedy(quick_fit.model, memory, "dual_key", ["Question: hi Answer:"])
+    assert _no_hooks(quick_fit.model.bridge)
 
 
 def _naive_scores(memory, mode, sym_rows, tok_rows):
@@ -120,16 +120,16 @@ def _naive_scores(memory, mode, sym_rows, tok_rows):
 
 
 @pytest.mark.parametrize("mode", ["both_top1", "dual_key"])
-def test_top_k_matches_a_naive_loop(quick_setup, mode):
+def test_top_k_matches_a_naive_loop(quick_fit, mode):
     from fmi.experiments.queries import build_queries, unique_bindings
-    from fmi.memory.fit import read_queries
+    from fmi.memory.retrieve import read_queries
 
-    s = quick_setup
+    s = quick_fit
     split = s.task.split("same")
     entries = unique_bindings(split.bindings)
-    from fmi.memory.fit import write_memory
+    from fmi.memory.write import write_memory
 
-    _, memory = write_memory(s.model, entries, split.templates, s.fitted, s.cfg.recall)
+    _, memory = write_memory(s.model, entries, split.templates, s.fitted, s.cfg)
     qs = build_queries(split, entries).subset(list(range(0, 40, 3)))
     enc = memory.encoder
     got = read_queries(s.model, qs, (enc.symbol_site, enc.token_site), 8)
@@ -156,14 +156,14 @@ def test_score_queries_computes_only_what_the_mode_needs(prepared):
         mode_scores("raw_both_top1", QueryScores(None, None, None, None), run.memory)
 
 
-def test_memory_head_equals_writing_only_the_first_entries(quick_setup):
-    from fmi.memory.fit import write_memory
+def test_memory_head_equals_writing_only_the_first_entries(quick_fit):
+    from fmi.memory.write import write_memory
 
-    s = quick_setup
+    s = quick_fit
     split = s.task.split("same")
     entries = list(split.bindings)
-    _, full = write_memory(s.model, entries, split.templates, s.fitted, s.cfg.recall)
-    _, part = write_memory(s.model, entries[:5], split.templates, s.fitted, s.cfg.recall)
+    _, full = write_memory(s.model, entries, split.templates, s.fitted, s.cfg)
+    _, part = write_memory(s.model, entries[:5], split.templates, s.fitted, s.cfg)
     head = full.head(5)
     assert head.entries == part.entries
     for name in ("values", "symbol_keys", "token_keys"):

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from fmi.errors import ConfigError, MemoryMismatchError
+from fmi.experiments.builtin_tasks import builtin_task
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.recall import run_recall
-from fmi.experiments.tasks import builtin_task
-from fmi.memory.fit import fit, write_memory
+from fmi.memory.fit import fit
 from fmi.memory.projectors import ProjectorConfig
 from fmi.memory.retrieve import shown_name
 from fmi.memory.store import FastMemory
-from fmi.models.registry import parameter_checksum
+from fmi.memory.write import write_memory
+from fmi.models.fingerprint import parameter_checksum
 
 SMALL = dict(
     n_train=6,

@@ -49,8 +49,8 @@ def test_refined_values_are_stored_unscaled_and_one_step_is_the_seed():
 
 
 def test_fit_chooses_and_records_the_steps(tiny_gemma):
+    from fmi.experiments.builtin_tasks import builtin_task
     from fmi.experiments.config import RecallConfig
-    from fmi.experiments.tasks import builtin_task
     from fmi.memory.fit import fit
 
     cfg = RecallConfig.quick()

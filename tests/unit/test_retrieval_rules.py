@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fmi.errors import ConfigError
+from fmi.memory.entry import Entry
 from fmi.memory.retrieve import (
     MODES,
     QueryScores,
@@ -20,7 +21,6 @@ from fmi.memory.retrieve import (
     retrieved_right,
     top_k,
 )
-from fmi.memory.store import Entry
 
 
 class Bank:
@@ -226,8 +226,8 @@ def test_retrieved_right_needs_one_target_per_query():
 
 
 def test_token_channels_are_maxsim_per_role_against_a_naive_loop():
+    from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE
     from fmi.memory.retrieve import token_channels
-    from fmi.memory.store import CONTEXT_ROLE, SYMBOL_ROLE
 
     g = torch.Generator().manual_seed(0)
     queries = torch.randn(2, 3, 4, generator=g)

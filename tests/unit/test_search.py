@@ -106,15 +106,15 @@ def test_unstructured_queries_and_empty_queries_fall_back_to_brute_force():
 
 
 @pytest.mark.parametrize("mode", ["both_top1", "raw_both_top1", "average", "dual_key"])
-def test_reading_through_the_search_decides_as_the_score_matrix(quick_setup, mode):
+def test_reading_through_the_search_decides_as_the_score_matrix(quick_fit, mode):
     from fmi.experiments.queries import build_queries, unique_bindings
-    from fmi.memory.fit import read_queries, write_memory
-    from fmi.memory.retrieve import decide, read_decide, score_queries
+    from fmi.memory.retrieve import decide, read_decide, read_queries, score_queries
+    from fmi.memory.write import write_memory
 
-    s = quick_setup
+    s = quick_fit
     split = s.task.split("same")
     entries = unique_bindings(split.bindings)
-    _, memory = write_memory(s.model, entries, split.templates, s.fitted, s.cfg.recall)
+    _, memory = write_memory(s.model, entries, split.templates, s.fitted, s.cfg)
     qs = build_queries(split, entries)
     enc = memory.encoder
     got = read_queries(s.model, qs, (enc.symbol_site, enc.token_site), 16)

@@ -10,18 +10,11 @@ from typing import Any
 import pytest
 
 from fmi.errors import ConfigError, LabelError, TaskFileError
+from fmi.experiments.builtin_tasks import ANIMALS, COLOURS, builtin_task
 from fmi.experiments.labels import check_labels
 from fmi.experiments.nonce import BLOCKLIST, nonce_words
 from fmi.experiments.taskfile import load_task, load_task_file
-from fmi.experiments.tasks import (
-    ANIMALS,
-    COLOURS,
-    Binding,
-    Split,
-    Task,
-    Templates,
-    builtin_task,
-)
+from fmi.experiments.tasks import Binding, Split, Task, Templates
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "task_file.json"
 EVAL_SPLITS = {
