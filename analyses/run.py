@@ -10,6 +10,8 @@ from types import ModuleType
 from analyses import correction_vs_steering, key_geometry, layer_sweep, probes
 from analyses.prepare import AnalysisConfig, Setup, prepare
 from fmi.errors import ConfigError
+from fmi.experiments.run_folder import RunFolder
+from fmi.models.fingerprint import parameter_checksum
 from fmi.reporting.report import write_index, write_report
 
 ANALYSES: dict[str, ModuleType] = {
@@ -40,11 +42,14 @@ def run_analyses(
     setup: Setup | None = None,
     progress: bool = True,
     announce: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> Path:
     """Run ``names`` on ``cfg.model`` and write ``<out>/<name>.html`` plus ``<out>/index.html``.
 
     ``setup`` reuses an already fitted memory (tests); otherwise the model is loaded and the
-    memory fitted once here. Returns the index path.
+    memory fitted once here. Each finished analysis is kept in ``<out>/analyses.run/``; with
+    ``resume`` those are not run again (the run folder must belong to the same configuration
+    and model). Returns the index path.
     """
     names = check_names(names)
     start = time.perf_counter()
@@ -53,18 +58,36 @@ def run_analyses(
         setup, seconds = prepare(cfg, announce=announce)
         announce(f"fmi: fitted in {seconds:.0f} s")
     out = Path(out_dir) if out_dir is not None else default_out(setup.model.name)
+    units = RunFolder(out / "analyses.run", _fingerprint(setup, names), resume=resume)
     entries: list[tuple[str, str, str]] = []
     for name in names:
+        done = units.get(name)
+        if done is not None and (out / done[0]).exists():
+            announce(f"fmi: {name} already finished ({out / done[0]})")
+            entries.append(tuple(done))
+            continue
         announce(f"fmi: running {name}")
         rep = ANALYSES[name].report(setup, progress=progress)
         path = write_report(rep, out)
         entries.append((path.name, rep.title, rep.finding))
+        units.put(name, [path.name, rep.title, rep.finding])
         announce(f"fmi: wrote {path} in {rep.header['wall_seconds']} s: {rep.finding}")
     entries += _inspections(setup, out, announce)
     title = f"fmi analyses: {setup.model.name}"
     index = write_index(title, entries, setup.header(time.perf_counter() - start), out)
+    units.remove()
     announce(f"fmi: wrote {index} ({time.perf_counter() - start:.0f} s in all)")
     return index
+
+
+def _fingerprint(setup: Setup, names: Sequence[str]) -> dict:
+    """What an analyses run folder must match to be resumed."""
+    return {
+        "command": "analyses",
+        "config": setup.cfg.to_dict(),
+        "analyses": list(names),
+        "model": {"name": setup.model.name, "weights_sha256": parameter_checksum(setup.model)},
+    }
 
 
 def _inspections(

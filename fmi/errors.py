@@ -40,6 +40,18 @@ class ConfigError(FmiError):
     """An invalid configuration value."""
 
 
+class OutputPathError(FmiError):
+    """An output path that cannot be written (a directory, under a file, not writable)."""
+
+
+class Interrupted(FmiError):
+    """A command stopped by SIGINT or SIGTERM; ``code`` is the exit status (130 or 143)."""
+
+    def __init__(self, signal_name: str, code: int) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.code = code
+
+
 def require_at_least(config: object, names: tuple[str, ...], minimum: int = 1) -> None:
     """``ConfigError`` naming the first field in ``names`` of ``config`` below ``minimum``."""
     for name in names:

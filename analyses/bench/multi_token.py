@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from analyses.bench.config import BenchConfig
-from analyses.timing import median_seconds
+from analyses.bench.measurements import timed
 from fmi.core.generate import greedy
 from fmi.core.prompts import encode
 from fmi.experiments.tasks import Templates
@@ -30,14 +30,17 @@ def answers_of(tokenizer, length: int) -> list[str]:
     ]
 
 
-def multi_token(model, bindings, fitted, cfg: BenchConfig, length: int = 3) -> dict[str, Any]:
+def multi_token(
+    model, bindings, fitted, cfg: BenchConfig, length: int = 3, progress: bool = False
+) -> dict[str, Any]:
     """The write and generation ratios for answers of ``length`` tokens (plus the end token).
 
     The bindings are ``bindings`` with labels drawn in turn from :func:`answers_of`. The write
     (one teacher-forced forward over statement + answer + end, a value per answer token and for
     the end token) is timed against the plain forward of the same texts that yields the logits
     at the same positions; memory generation (``dual_key``, values following the stored answer)
-    against plain greedy generation of ``length + 1`` tokens.
+    against plain greedy generation of ``length + 1`` tokens. ``progress``: a bar of the timed
+    calls on stderr.
     """
     from fmi.memory.write import write_memory
 
@@ -53,7 +56,7 @@ def multi_token(model, bindings, fitted, cfg: BenchConfig, length: int = 3) -> d
     steps = length + (1 if end else 0)
     reads = [templates.prompt("read", b) for b in multi]
     calls = timed_calls(model, memory, multi, templates, end, steps, cfg)
-    t = median_seconds(calls, cfg.repeats)
+    t = timed(calls, cfg.repeats, "bench: multi-token", progress)
     out, _ = read_greedy(
         model, memory, "dual_key", reads, max_new_tokens=steps, batch_size=cfg.batch_size
     )

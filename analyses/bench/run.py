@@ -16,8 +16,15 @@ from analyses.capacity.bank import capacity_bindings
 from fmi.experiments.tasks import Templates
 
 
-def run_bench(cfg: BenchConfig, *, model=None, announce: Callable[[str], None] = print) -> dict:
-    """Every figure of the benchmark, measured in this process, in one document."""
+def run_bench(
+    cfg: BenchConfig,
+    *,
+    model=None,
+    announce: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict:
+    """Every figure of the benchmark, measured in this process, in one document
+    (``progress``: a bar of each measurement's timed calls, repeats included, on stderr)."""
     from fmi.models.registry import load_model
     from fmi.reporting.provenance import header
 
@@ -34,13 +41,13 @@ def run_bench(cfg: BenchConfig, *, model=None, announce: Callable[[str], None] =
         "fit_s": fit_seconds,
         "thresholds": memory.thresholds,
     }
-    doc["write"] = write_vs_forward(model, bindings, memory, cfg)
+    doc["write"] = write_vs_forward(model, bindings, memory, cfg, progress)
     announce(f"fmi: write/forward {doc['write']['ratio']:.3f}")
-    doc["generation"] = generation(model, bindings, memory, cfg)
-    doc["multi_token"] = multi_token(model, bindings, fitted, cfg)
+    doc["generation"] = generation(model, bindings, memory, cfg, progress)
+    doc["multi_token"] = multi_token(model, bindings, fitted, cfg, progress=progress)
     texts = [Templates().prompt("read", b) for b in bindings]
     queries = query_states(model, memory, texts, cfg.query_batch)
-    doc["retrieval_ms_per_query"] = retrieval(memory, queries, cfg)
+    doc["retrieval_ms_per_query"] = retrieval(memory, queries, cfg, progress)
     doc["peak_memory"] = peak_memory()
     doc["header"] = header(model, cfg.to_dict(), device=str(memory.values.device))
     return doc

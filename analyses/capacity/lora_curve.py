@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from analyses.capacity.config import CapacityConfig
 from analyses.capacity.lora.adapter import lora_outputs
@@ -84,10 +85,11 @@ def lora_training_data(
 
 
 def tuned_settings(
-    model, train_split, cfg: CapacityConfig, announce=print
+    model, train_split, cfg: CapacityConfig, announce=print, progress: bool = False
 ) -> tuple[Retention | None, dict[int, dict]]:
     """The retention set, and per rank the (lr, steps) to train with and how they were chosen:
-    ``{"lr", "steps", "tuning_budget", "tuning"}`` (the tuning curve, the choice, the rule)."""
+    ``{"lr", "steps", "tuning_budget", "tuning"}`` (the tuning curve, the choice, the rule).
+    ``progress``: bars of the tuning runs' steps on stderr."""
     lc = cfg.lora
     retain, held, statements, targets, reads = lora_training_data(model, train_split, lc)
     retention = Retention.build(model, retain, lc.batch_size) if lc.retention_weight > 0 else None
@@ -104,7 +106,7 @@ def tuned_settings(
         f"N={lc.tune_size} on training bindings"
     )
     out = {
-        rank: tuned_setting(model, data, rank, cfg, retention, budget, announce)
+        rank: tuned_setting(model, data, rank, cfg, retention, budget, announce, progress)
         for rank in lc.ranks
     }
     return retention, out
@@ -128,6 +130,7 @@ def tuned_setting(
     retention: Retention | None,
     budget: str,
     announce=print,
+    progress: bool = False,
 ) -> dict:
     """Rank ``rank``'s (lr, steps), chosen on ``data`` by :data:`RULE` (timed, announced)."""
     lc = cfg.lora
@@ -140,6 +143,7 @@ def tuned_setting(
         retention,
         max_new_tokens=cfg.recall.max_new_tokens,
         batch_size=cfg.batch_size,
+        progress=progress,
     )
     best = choose(curve, lc.max_unrelated_changed)
     seconds = time.perf_counter() - start
@@ -189,20 +193,28 @@ def lora_rows(
     cfg: CapacityConfig,
     announce=print,
     train_split=None,
+    progress: bool = False,
 ) -> list[dict]:
     """One row per (size, rank): recall metrics with intervals, final training loss, seconds,
     the (lr, steps) tuned on training data with its budget and curve, and the retention
     settings. ``done`` holds the memory-free outputs (``curve_rows``), for
     ``unrelated_changed``. ``train_split``: the task's training split (default: rebuilt from
-    ``cfg.recall``, as ``fmi capacity`` fits the memory on it)."""
+    ``cfg.recall``, as ``fmi capacity`` fits the memory on it). ``progress``: bars of the
+    (size, rank) rows and of each training run's steps, on stderr."""
     if not cfg.lora_sizes:
         return []
     if train_split is None:
         from fmi.experiments.recall import task_for
 
         train_split = task_for(cfg.recall).train
-    retention, settings = tuned_settings(model, train_split, cfg, announce)
+    retention, settings = tuned_settings(model, train_split, cfg, announce, progress)
     out = []
+    bar = tqdm(
+        total=len(cfg.lora_sizes) * len(cfg.lora.ranks),
+        desc="LoRA rows",
+        disable=not progress,
+        leave=False,
+    )
     for n in cfg.lora_sizes:
         entries = bank.memory.entries[:n]
         size = SizeData(
@@ -214,9 +226,13 @@ def lora_rows(
             bank.qs.subset(bank.rows[n]),
         )
         for rank in cfg.lora.ranks:
+            bar.set_postfix_str(f"N={n} r={rank}")
+            chosen = settings[rank]
             out.append(
-                lora_row(model, bank, size, rank, settings[rank], retention, done, cfg, announce)
+                lora_row(model, bank, size, rank, chosen, retention, done, cfg, announce, progress)
             )
+            bar.update()
+    bar.close()
     return out
 
 
@@ -230,9 +246,10 @@ def lora_row(
     done: dict,
     cfg: CapacityConfig,
     announce=print,
+    progress: bool = False,
 ) -> dict:
     """The row of a rank-``rank`` adapter trained on ``size``'s statements at ``chosen``'s
-    (lr, steps), read with its queries (announced)."""
+    (lr, steps), read with its queries (announced; ``progress``: a bar of the steps)."""
     lc = cfg.lora
     start = time.perf_counter()
     run = train_lora(
@@ -244,6 +261,7 @@ def lora_row(
         lr=chosen["lr"],
         steps=chosen["steps"],
         retention=retention,
+        progress=progress,
     )
     seconds = time.perf_counter() - start
     adapter = run.adapter

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from analyses.capacity.config import CapacityConfig
 from fmi.core.generate import Generated, greedy
@@ -90,18 +91,28 @@ def _plain(templates, b) -> tuple:
     return (templates.prompt("plain", b), "plain", -1, b.symbol, None)
 
 
-def write_bank(model, bindings, split, fitted: Fitted, cfg: CapacityConfig) -> Bank:
-    """Write ``bindings`` (the largest size) once and score every sampled prompt against it."""
+def write_bank(
+    model, bindings, split, fitted: Fitted, cfg: CapacityConfig, *, progress: bool = False
+) -> Bank:
+    """Write ``bindings`` (the largest size) once and score every sampled prompt against it
+    (``progress``: a bar of the three stages on stderr)."""
     rc = cfg.recall
+    bar = tqdm(total=3, desc=f"capacity: write {len(bindings)}", disable=not progress, leave=False)
     start = time.perf_counter()
     written, memory = write_memory(model, bindings, split.templates, fitted, rc)
     seconds = time.perf_counter() - start
+    bar.update()
+    bar.set_description("capacity: read the sampled prompts")
     qs, rows = sample_queries(bindings, split.templates, split.unrelated, cfg)
     enc = fitted.encoder
     got = read_queries(model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
+    bar.update()
+    bar.set_description("capacity: score them")
     scores = score_queries(
         memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content, cfg.modes
     )
+    bar.update()
+    bar.close()
     labels = sorted({e.label for e in written.entries})
     target = {e.label: e.target for e in written.entries}
     ids = torch.tensor([target[lab] for lab in labels])
@@ -133,29 +144,37 @@ def decisions(bank: Bank, cfg: CapacityConfig) -> dict[tuple[int, str], Decision
     return out
 
 
-def decode_jobs(model, bank: Bank, jobs: set[tuple[int, int]], cfg: CapacityConfig) -> dict:
+def decode_jobs(
+    model, bank: Bank, jobs: set[tuple[int, int]], cfg: CapacityConfig, progress: bool = False
+) -> dict:
     """Greedy outputs of each (row, entry) pair with that entry's value injected (entry -1:
-    nothing injected)."""
+    nothing injected). ``progress``: a bar of the prompts decoded, on stderr; greedy runs one
+    call per batch then, the same batches as one call makes."""
     order = sorted(jobs)
     plain = [j for j in order if j[1] < 0]
     inject = [j for j in order if j[1] >= 0]
     done: dict[tuple[int, int], tuple[tuple[int, ...], int]] = {}
+    bar = tqdm(total=len(order), desc="capacity: decode", disable=not progress, leave=False)
+    step = cfg.batch_size if progress else max(1, len(order))
     for part, deltas in ((plain, None), (inject, True)):
-        if not part:
-            continue
-        vectors = None
-        if deltas:
-            vectors = bank.memory.alpha * bank.memory.values[[e for _, e in part]]
-        gen: Generated = greedy(
-            model,
-            [bank.qs.texts[q] for q, _ in part],
-            site=bank.memory.inject_site,
-            deltas=vectors,
-            label_ids=bank.label_ids,
-            max_new_tokens=cfg.recall.max_new_tokens,
-            batch_size=cfg.batch_size,
-        )
-        done.update({j: (t, p) for j, t, p in zip(part, gen.tokens, gen.label_pick, strict=True)})
+        for lo in range(0, len(part), step):
+            chunk = part[lo : lo + step]
+            vectors = None
+            if deltas:
+                vectors = bank.memory.alpha * bank.memory.values[[e for _, e in chunk]]
+            gen: Generated = greedy(
+                model,
+                [bank.qs.texts[q] for q, _ in chunk],
+                site=bank.memory.inject_site,
+                deltas=vectors,
+                label_ids=bank.label_ids,
+                max_new_tokens=cfg.recall.max_new_tokens,
+                batch_size=cfg.batch_size,
+            )
+            got = zip(chunk, gen.tokens, gen.label_pick, strict=True)
+            done.update({j: (t, p) for j, t, p in got})
+            bar.update(len(chunk))
+    bar.close()
     return done
 
 
@@ -164,17 +183,20 @@ def base_of(done: dict, rows: list[int]) -> Generated:
     return Generated([done[(q, -1)][0] for q in rows], [done[(q, -1)][1] for q in rows], [])
 
 
-def curve_rows(model, bank: Bank, cfg: CapacityConfig) -> tuple[list[dict], dict]:
+def curve_rows(
+    model, bank: Bank, cfg: CapacityConfig, progress: bool = False
+) -> tuple[list[dict], dict]:
     """One row per (size, mode): the recall metrics with intervals, retrieval and injection;
-    and every decoded output (``(row, entry) -> (tokens, label pick)``, entry -1: no memory)."""
+    and every decoded output (``(row, entry) -> (tokens, label pick)``, entry -1: no memory).
+    ``progress``: bars of the decoding and of the sizes scored, on stderr."""
     chosen = decisions(bank, cfg)
     jobs = {(q, -1) for q in range(len(bank.qs.texts))}
     jobs |= {(q, e) for q, e in enumerate(bank.qs.entry) if e >= 0}  # oracle retrieval
     for (n, _), d in chosen.items():
         jobs |= {(q, int(e)) for q, e in zip(bank.rows[n], d.entry.tolist(), strict=True)}
-    done = decode_jobs(model, bank, jobs, cfg)
+    done = decode_jobs(model, bank, jobs, cfg, progress)
     out = []
-    for n in cfg.sizes:
+    for n in tqdm(cfg.sizes, desc="capacity: bank sizes", disable=not progress, leave=False):
         rows = bank.rows[n]
         qs = bank.qs.subset(rows)
         entries = bank.memory.entries[:n]

@@ -6,7 +6,6 @@ fits it); the largest bank of fresh words is written once; every size is read fr
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from fmi.experiments.labels import check_labels
 from fmi.experiments.recall import task_for
 from fmi.memory.fit import fit
 from fmi.models.registry import LoadedModel, load_model
+from fmi.reporting.atomic import write_json
 from fmi.reporting.provenance import header
 from fmi.reporting.report import Report, write_report
 
@@ -36,8 +36,11 @@ def run_capacity(
     model: LoadedModel | None = None,
     json_path: str | Path | None = None,
     announce: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], Path]:
-    """Fit, write the largest bank, read every size, train the LoRA probe; write the report."""
+    """Fit, write the largest bank, read every size, train the LoRA probe; write the report.
+    ``progress``: bars on stderr (the bank's write, decoding, sizes, search cost, LoRA rows and
+    training steps)."""
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     if model is None:
@@ -51,13 +54,15 @@ def run_capacity(
     bindings = capacity_bindings(max(cfg.sizes), cfg.seed, skip=rc.n_train + rc.n_eval)
     split = task.split("same")  # its templates and held-out unrelated prompts
     announce(f"fmi: writing {len(bindings)} bindings and scoring the sampled prompts")
-    bank = write_bank(model, bindings, split, fitted, cfg)
+    bank = write_bank(model, bindings, split, fitted, cfg, progress=progress)
     seconds["write"] = round(bank.write_seconds, 1)
-    curve, done = curve_rows(model, bank, cfg)
+    curve, done = curve_rows(model, bank, cfg, progress)
     announce(f"fmi: {figures.finding(curve)}")
-    search = search_rows(bank, cfg.modes)
+    search = search_rows(bank, cfg.modes, progress=progress)
     announce(f"fmi: {figures.search_finding(search)}")
-    lora = lora_rows(model, bank, bindings, split.templates, done, cfg, announce, task.train)
+    lora = lora_rows(
+        model, bank, bindings, split.templates, done, cfg, announce, task.train, progress
+    )
     seconds["total"] = round(time.perf_counter() - start, 1)
     head = header(
         model,
@@ -76,7 +81,7 @@ def run_capacity(
     path = render(doc, out_dir)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        write_json(json_path, doc)
     return doc, path
 
 

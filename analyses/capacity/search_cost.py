@@ -14,14 +14,20 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from tqdm import tqdm
+
 from analyses.timing import median_seconds
 from fmi.memory.retrieve import SEARCHED, decide, read_decide, score_queries, searched_top1
 
 
-def search_rows(bank, modes: tuple[str, ...], repeats: int = 3) -> list[dict]:
-    """One row per (size, searched mode): ms per query both ways, agreement, rescored entries."""
+def search_rows(
+    bank, modes: tuple[str, ...], repeats: int = 3, progress: bool = False
+) -> list[dict]:
+    """One row per (size, searched mode): ms per query both ways, agreement, rescored entries
+    (``progress``: a bar of the sizes on stderr, updated between the timed calls)."""
     out = []
-    for n in sorted(bank.rows):
+    sizes = sorted(bank.rows)
+    for n in tqdm(sizes, desc="capacity: search cost", disable=not progress, leave=False):
         rows = bank.rows[n]
         acts = ([bank.acts["symbol"][q] for q in rows], [bank.acts["token"][q] for q in rows])
         content = [bank.acts["content"][q] for q in rows]

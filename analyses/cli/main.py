@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from analyses.cli import memory as memory_cli
 from analyses.cli.options import parser
-from fmi.errors import ConfigError, FmiError
+from fmi.errors import ConfigError, FmiError, Interrupted
+from fmi.reporting.atomic import write_json
 
 
 def _models(_: argparse.Namespace) -> int:
@@ -45,26 +47,44 @@ def _recall(args: argparse.Namespace) -> int:
     from fmi.models.registry import load_model
 
     modes = tuple(check_modes([m.strip() for m in args.modes.split(",") if m.strip()]))
-    cfg = RecallConfig(
-        model=args.model,
-        task=args.task,
-        modes=modes,
-        seed=args.seed,
-        n_train=args.n_train,
-        n_eval=args.n_eval,
-        splits=tuple(x.strip() for x in (args.splits or "").split(",") if x.strip()),
-        end=None if args.seed_value else _end_text(args.end),
-        refine_grid=(1,) if args.seed_value else RecallConfig.refine_grid,
-    )
+    given = {
+        "model": args.model,
+        "task": args.task,
+        "modes": modes,
+        "seed": args.seed,
+        "splits": tuple(x.strip() for x in (args.splits or "").split(",") if x.strip()),
+        "end": None if args.seed_value else _end_text(args.end),
+    }
+    sizes = {k: v for k, v in (("n_train", args.n_train), ("n_eval", args.n_eval)) if v is not None}
+    if args.quick:
+        cfg = RecallConfig.quick(**given, **sizes, refine_grid=(1,))
+    else:
+        refine = (1,) if args.seed_value else RecallConfig.refine_grid
+        cfg = RecallConfig(**given, **sizes, refine_grid=refine)
     task = task_for(cfg)
     for name in cfg.splits:
         task.split(name)  # an unknown split fails before the model loads
+    if args.resume and not args.json:
+        raise ConfigError("--resume needs --json: the finished splits are kept beside it")
     if args.seeds is not None:
+        if args.resume:
+            raise ConfigError("--resume is not available with --seeds yet; run one seed each")
         return _recall_seeds(args, cfg)
     model = load_model(args.model, seed=args.seed)
-    doc = run_recall(model, task, cfg, progress=not args.quiet)
+    units = None
+    if args.json:
+        from fmi.experiments.recall import recall_fingerprint
+        from fmi.experiments.run_folder import RunFolder, run_folder_for
+
+        fingerprint = recall_fingerprint(model, task, cfg)
+        units = RunFolder(run_folder_for(args.json), fingerprint, resume=args.resume)
+        if args.resume and units.done():
+            print(f"fmi: resuming: {', '.join(units.done())} already finished", file=sys.stderr)
+    doc = run_recall(model, task, cfg, progress=not args.quiet, units=units)
     print(recall_report(doc))
     _write_json(args.json, doc)
+    if units is not None:
+        units.remove()
     return 0
 
 
@@ -84,7 +104,7 @@ def _write_json(path: str | None, doc: dict) -> None:
     """Write ``doc`` to ``path`` (parents made) and say so; nothing without a path."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        write_json(path, doc)
         print(f"wrote {path}")
 
 
@@ -97,7 +117,7 @@ def _analyses(args: argparse.Namespace) -> int:
         cfg = AnalysisConfig.quick_config(model=args.model or "tiny-gemma", seed=args.seed)
     else:
         cfg = AnalysisConfig(model=args.model or "auto", seed=args.seed)
-    run_analyses(cfg, args.out, names=names, progress=not args.quiet)
+    run_analyses(cfg, args.out, names=names, progress=not args.quiet, resume=args.resume)
     return 0
 
 
@@ -118,6 +138,8 @@ def _compare(args: argparse.Namespace) -> int:
             model=args.model or "auto", task=args.task, seed=args.seed, splits=splits
         )
     if args.seeds is not None:
+        if args.resume:
+            raise ConfigError("--resume is not available with --seeds yet; run one seed each")
         from analyses.compare.seeds import run_compare_seeds, seeds_markdown
         from fmi.experiments.seeds import parse_seeds
 
@@ -130,7 +152,9 @@ def _compare(args: argparse.Namespace) -> int:
         print(seeds_markdown(doc))
         _write_json(args.json, doc)
         return 0
-    doc, path = run_compare(cfg, args.out, json_path=args.json, progress=not args.quiet)
+    doc, path = run_compare(
+        cfg, args.out, json_path=args.json, progress=not args.quiet, resume=args.resume
+    )
     for name, result in doc["splits"].items():
         print(f"model {doc['model']} | split {name} | {doc['header']['wall_seconds']} s")
         print(markdown_table(result["rows"]))
@@ -175,7 +199,7 @@ def _edit(args: argparse.Namespace) -> int:
             f"--data must be known-cf, nonce-cf or a .json / .jsonl file, got {args.data!r}"
         )
     model = load_model(cfg.model, seed=cfg.seeds[0])
-    doc = run_edit(model, cfg)
+    doc = run_edit(model, cfg, progress=not args.quiet)
     path = write_outputs(doc, args.json, args.out or Path("reports") / model.name)
     print(f"model {model.name} | data {doc['data']} | {doc['header']['wall_seconds']} s")
     print(markdown_table(doc))
@@ -194,7 +218,7 @@ def _capacity(args: argparse.Namespace) -> int:
         doc = json.loads(Path(args.from_json).read_text())
         path = render(doc, args.out)
         print(markdown_tables(doc["curve"], doc["lora"]))
-        Path(args.from_json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        write_json(args.from_json, doc)
         print(f"rebuilt {path} (and the power law in {args.from_json}) without measuring")
         return 0
     if args.quick:
@@ -207,7 +231,7 @@ def _capacity(args: argparse.Namespace) -> int:
         cfg = replace(cfg, sizes=sizes, lora_sizes=tuple(lora))
     if args.lora_sizes is not None:
         cfg = replace(cfg, lora_sizes=_sizes(args.lora_sizes, "--lora-sizes"))
-    doc, path = run_capacity(cfg, args.out, json_path=args.json)
+    doc, path = run_capacity(cfg, args.out, json_path=args.json, progress=not args.quiet)
     print(f"model {doc['model']} | {doc['header']['seconds']}")
     print(markdown_tables(doc["curve"], doc["lora"]))
     law = doc["power_law"]
@@ -222,7 +246,7 @@ def _bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, seed=args.seed, prompts=args.prompts, repeats=args.repeats)
     if args.quick:
         cfg = BenchConfig.quick_config(model=args.model, seed=args.seed)
-    doc = run_bench(cfg)
+    doc = run_bench(cfg, progress=not args.quiet)
     print("\n".join(summary_lines(doc)))
     _write_json(args.json, doc)
     return 0
@@ -250,8 +274,55 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written before any work starts."""
+    from fmi.reporting.atomic import check_output_path
+
+    for name in ("json", "out"):
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        if name == "out" and args.command != "inspect":  # a folder
+            check_output_path(Path(value) / "index.html", what="--out folder")
+        else:
+            check_output_path(value, what=f"--{name}")
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Interrupted("SIGTERM", 143)
+
+
+def _interrupted(err: Interrupted) -> int:
+    """One line: what the command finished and wrote before it was stopped; then its status."""
+    from fmi.reporting.atomic import WRITTEN
+
+    done = sorted({str(p) for p in WRITTEN})
+    runs = sorted({str(p.parent) for p in WRITTEN if p.parent.suffix == ".run"})
+    what = "nothing was written" if not done else f"written: {', '.join(done)}"
+    if runs:
+        what = f"finished units kept in {', '.join(runs)} (rerun with --resume to continue)"
+    print(f"fmi: {err}; {what}", file=sys.stderr)
+    return err.code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: SIGTERM keeps its handler
+        previous = None
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return _interrupted(Interrupted("SIGINT", 130))
+    except Interrupted as err:
+        return _interrupted(err)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     handler = {
         "models": _models,
         "recall": _recall,
@@ -264,9 +335,16 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory_cli.run,
     }[args.command]
     try:
+        _check_outputs(args)
         return handler(args)
+    except Interrupted:
+        raise
     except FmiError as err:
         print(f"fmi: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file the command reads or writes, named by the OS
+        where = f" {err.filename}" if err.filename else ""
+        print(f"fmi: error:{where} {err.strerror or err}", file=sys.stderr)
         return 2
 
 

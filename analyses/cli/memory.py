@@ -6,13 +6,16 @@
     fmi memory list FILE                      one entry per line: id, spans, statement, answer
     fmi memory delete FILE ID                 remove one entry
 
-Every command loads the model the file was written with; files are replaced atomically.
+Every command loads the model the file was written with and refuses a damaged file or another
+model in one line; files are replaced atomically, and ``write``, ``delete`` and ``new`` hold an
+exclusive lock on ``FILE.lock`` (POSIX ``flock``), so parallel writers of one file take turns.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from fmi.errors import ConfigError
@@ -55,8 +58,20 @@ def _load(path: str):
     return model, FastMemory.load(path, model)
 
 
+def _locked_file(path: str) -> AbstractContextManager[Path]:
+    """:func:`fmi.memory.file_format.locked` on an existing memory file (no stray lock file
+    beside a mistyped name)."""
+    from fmi.errors import MemoryFileError
+    from fmi.memory.file_format import locked
+
+    if not Path(path).exists():
+        raise MemoryFileError(f"no memory file at {path}")
+    return locked(path)
+
+
 def _new(args: argparse.Namespace) -> int:
     from fmi.experiments.config import RecallConfig
+    from fmi.memory.file_format import locked
     from fmi.memory.store import FastMemory
     from fmi.models.registry import load_model
 
@@ -65,7 +80,11 @@ def _new(args: argparse.Namespace) -> int:
     model = load_model(args.model, seed=args.seed, announce=lambda m: print(m, file=sys.stderr))
     cfg = (RecallConfig.quick if args.quick else RecallConfig)(model=model.name, seed=args.seed)
     memory = FastMemory.fit(model, cfg)
-    memory.save(args.file)
+    Path(args.file).parent.mkdir(parents=True, exist_ok=True)
+    with locked(args.file):  # not in the middle of another command's read-modify-write
+        if Path(args.file).exists() and not args.force:
+            raise ConfigError(f"{args.file} exists; pass --force to overwrite it")
+        memory.save(args.file)
     print(
         f"wrote {args.file}: empty memory for {model.name} (mode {memory.mode}, threshold "
         f"{memory.thresholds[memory.mode]:.3f}, refine steps {memory.refine_steps})"
@@ -74,10 +93,11 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _write(args: argparse.Namespace) -> int:
-    model, memory = _load(args.file)
-    spans = {k: v for k, v in (("symbol", args.symbol), ("context", args.context)) if v}
-    stored = memory.write(args.statement, args.answer, spans=spans or None, model=model)
-    memory.save(args.file)
+    with _locked_file(args.file):  # read, add, save; a parallel writer waits, then reads ours
+        model, memory = _load(args.file)
+        spans = {k: v for k, v in (("symbol", args.symbol), ("context", args.context)) if v}
+        stored = memory.write(args.statement, args.answer, spans=spans or None, model=model)
+        memory.save(args.file)
     replaced = "" if stored.replaced is None else f" (replaced {stored.replaced.id})"
     print(f"{stored.entry.id}{replaced}")
     return 0
@@ -115,9 +135,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    model, memory = _load(args.file)
-    removed = memory.delete(args.id)
-    memory.save(args.file)
+    with _locked_file(args.file):
+        model, memory = _load(args.file)
+        removed = memory.delete(args.id)
+        memory.save(args.file)
     print(f"deleted {removed.id}: {removed.statement!r} -> {removed.label!r}")
     return 0
 

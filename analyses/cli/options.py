@@ -20,11 +20,12 @@ def _recall_parser(sub, defaults, modes: tuple[str, ...]) -> None:
         "range over seeds (overrides --seed)",
     )
     r.add_argument(
-        "--n-train", type=int, default=defaults.n_train, help="training symbols (builtin task)"
+        "--n-train", type=int, help=f"training symbols (builtin task); default {defaults.n_train}"
     )
     r.add_argument(
-        "--n-eval", type=int, default=defaults.n_eval, help="held-out symbols (builtin task)"
+        "--n-eval", type=int, help=f"held-out symbols (builtin task); default {defaults.n_eval}"
     )
+    r.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
     r.add_argument("--splits", help="comma-separated evaluation splits to run; default all")
     r.add_argument(
         "--end",
@@ -39,6 +40,12 @@ def _recall_parser(sub, defaults, modes: tuple[str, ...]) -> None:
         "(one-token labels only; ignores --end)",
     )
     r.add_argument("--json", help="write the results document here")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the finished splits kept beside --json "
+        "(in JSON.run/); refused for another configuration or model",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -51,6 +58,11 @@ def _analyses_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     a.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the analyses an interrupted run finished (kept in OUT/analyses.run/)",
+    )
 
 
 def _compare_parser(sub, defaults, modes: tuple[str, ...]) -> None:
@@ -71,6 +83,11 @@ def _compare_parser(sub, defaults, modes: tuple[str, ...]) -> None:
         "method's mean and range over seeds (overrides --seed)",
     )
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the splits an interrupted run finished (kept in OUT/compare.run/)",
+    )
 
 
 def _edit_parser(sub, defaults, modes: tuple[str, ...]) -> None:
@@ -137,13 +154,20 @@ def _inspect_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     i.add_argument("--seed", type=int, default=0)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``-h`` shows the usage)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``fmi`` argument parser: one subcommand per command, each with its own options."""
     from fmi.experiments.config import RecallConfig
     from fmi.memory.retrieve import MODES
 
     defaults = RecallConfig()
-    p = argparse.ArgumentParser(prog="fmi", description="Fast memory for frozen language models.")
+    p = _Parser(prog="fmi", description="Fast memory for frozen language models.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list registered models and whether each loads here")
     for add in (
@@ -157,4 +181,20 @@ def parser() -> argparse.ArgumentParser:
     ):
         add(sub, defaults, MODES)
     memory_cli.add_parser(sub)
+    _every_leaf_quiet(p)
     return p
+
+
+def _leaves(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that take a command's options: those without subcommands of their own."""
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [p]
+    return [leaf for a in subs for child in a.choices.values() for leaf in _leaves(child)]
+
+
+def _every_leaf_quiet(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` on every command: no progress bars (they go to stderr; results to stdout)."""
+    for leaf in _leaves(p):
+        if not any("--quiet" in a.option_strings for a in leaf._actions):
+            leaf.add_argument("--quiet", action="store_true", help="no progress bars")

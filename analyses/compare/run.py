@@ -39,9 +39,12 @@ from fmi.experiments.evaluate import (
 )
 from fmi.experiments.labels import check_labels
 from fmi.experiments.recall import task_for
+from fmi.experiments.run_folder import RunFolder
 from fmi.memory.fit import Fitted, fit
 from fmi.memory.retrieve import Decision, shown_name
+from fmi.models.fingerprint import parameter_checksum
 from fmi.models.registry import LoadedModel, load_model
+from fmi.reporting.atomic import write_json
 from fmi.reporting.provenance import header
 from fmi.reporting.report import Report, write_report
 
@@ -205,8 +208,12 @@ def run_compare(
     json_path: str | Path | None = None,
     progress: bool = True,
     announce: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> tuple[dict[str, Any], Path]:
-    """Fit, compare on every split in ``cfg.splits``, write ``compare.html``/``.json``."""
+    """Fit, compare on every split in ``cfg.splits``, write ``compare.html``/``.json``.
+
+    Each finished split is kept in ``<out>/compare.run/``; with ``resume`` those splits are not
+    run again (the folder must belong to the same configuration and model)."""
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     if model is None:
@@ -222,12 +229,30 @@ def run_compare(
         model, task.train, rc, cfg.entropy_keep, signal="attention"
     )
     announce(f"fmi: fitted in {time.perf_counter() - start:.0f} s")
+    out = Path(out_dir) if out_dir is not None else Path("reports") / model.name
+    fingerprint = {
+        "command": "compare",
+        "config": cfg.to_dict(),
+        "model": {"name": model.name, "weights_sha256": parameter_checksum(model)},
+    }
+    units = RunFolder(out / "compare.run", fingerprint, resume=resume)
     results = {}
     for split in splits:
+        done = units.get(split.name)
+        if done is not None:
+            announce(f"fmi: split {split.name} already finished")
+            results[split.name] = done
+            continue
         run = prepare_split(model, split, fitted, rc)
-        results[split.name] = compare_split(
-            model, task.train, run, fitted, cfg, taus, progress, announce, attention_taus
-        )
+        results[split.name] = json.loads(
+            json.dumps(
+                compare_split(
+                    model, task.train, run, fitted, cfg, taus, progress, announce, attention_taus
+                ),
+                default=str,
+            )
+        )  # as the unit keeps it, so a resumed run builds the same figures from the same data
+        units.put(split.name, results[split.name])
     head = _header(model, cfg, fitted, task, splits, round(time.perf_counter() - start, 1))
     doc = {"model": model.name, "task": task.name, "splits": results, "header": head}
     report = Report(
@@ -238,11 +263,10 @@ def run_compare(
         head,
         {"splits": results},
     )
-    out = Path(out_dir) if out_dir is not None else Path("reports") / model.name
     path = write_report(report, out)
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        write_json(json_path, doc)
+    units.remove()
     return doc, path
 
 

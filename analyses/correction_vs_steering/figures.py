@@ -21,7 +21,7 @@ from analyses.correction_vs_steering.compute import (
     SteeringData,
 )
 from analyses.correction_vs_steering.vector_math import rate_ci
-from fmi.reporting.report import Panel
+from fmi.reporting.report import Panel, plot_text
 
 METHOD_STYLE = {
     "caa": ("#4a6fa5", "dot"),
@@ -55,7 +55,9 @@ def _cosine_figure(d: SteeringData) -> go.Figure:
                     showlegend=c == 1,
                     line={"color": colour, "dash": dash},
                     error_y={"type": "data", "array": std[:, j], "thickness": 1, "width": 2},
-                    hovertemplate="%{x}: %{y:.3f}<extra>" + METHOD_NAMES[method] + "</extra>",
+                    hovertemplate=(  # a template is not escaped by the report: its text is
+                        f"%{{x}}: %{{y:.3f}}<extra>{plot_text(METHOD_NAMES[method])}</extra>"
+                    ),
                 ),
                 row=1,
                 col=c,

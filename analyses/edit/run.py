@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from analyses.edit import tune
 from analyses.edit.bundled.files import BUNDLED, bundled_path, load_bundled, load_unrelated
@@ -119,15 +120,18 @@ def run_cell(
     cfg: EditConfig,
     steps: int,
     budget_left: float,
+    progress: bool = False,
 ) -> tuple[list[Outcome], Cost, int, dict[str, Any]]:
-    """Score ``method`` at T = ``held`` for one seed: every group written then scored."""
+    """Score ``method`` at T = ``held`` for one seed: every group written then scored
+    (``progress``: a bar of the groups on stderr)."""
     cost = Cost()
     outcomes: list[Outcome] = []
     written = 0
     plan = groups(data.eval, held, cfg.scored, data.unrelated_eval, seed)
     start = time.perf_counter()
     stopped = ""
-    for g, group in enumerate(plan):
+    bar = tqdm(plan, desc=f"edit: {method.name} T={held}", disable=not progress, leave=False)
+    for g, group in enumerate(bar):
         with method.edited(model, group.edits, cost) as h:
             got, _ = score_group(
                 model,
@@ -142,6 +146,7 @@ def run_cell(
         if cost.seconds > budget_left and g + 1 < len(plan):
             stopped = f"stopped after {g + 1} of {len(plan)} groups: write budget spent"
             break
+    bar.close()
     extra: dict[str, Any] = {
         "groups": len(plan),
         "score_seconds": round(time.perf_counter() - start - cost.seconds, 1),
@@ -168,8 +173,16 @@ def reference(model, data: Data, cfg: EditConfig, seed: int, steps: int):
     return base
 
 
-def run_edit(model, cfg: EditConfig, *, announce: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the benchmark on a loaded ``model``; returns the JSON-ready document."""
+def run_edit(
+    model,
+    cfg: EditConfig,
+    *,
+    announce: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the benchmark on a loaded ``model``; returns the JSON-ready document. ``progress``:
+    bars on stderr (methods set up and their tuning grids, cells, each cell's groups, the
+    examples)."""
     start = time.perf_counter()
     torch.manual_seed(cfg.seeds[0])
     data = load_data(cfg)
@@ -178,10 +191,10 @@ def run_edit(model, cfg: EditConfig, *, announce: Callable[[str], None] = print)
         f"fmi edit: {data.name}, {len(data.eval)} evaluation edits, tuning on {len(data.train)}"
         f" training edits, {steps} greedy tokens per prompt"
     )
-    methods, tuning = tune.set_up(model, cfg, data, steps, announce)
+    methods, tuning = tune.set_up(model, cfg, data, steps, announce, progress)
     sizes = sorted({min(t, len(data.eval)) for t in cfg.edits})
-    results = run_cells(model, methods, data, cfg, sizes, steps, announce)
-    examples = _examples(model, methods, data, cfg, steps)
+    results = run_cells(model, methods, data, cfg, sizes, steps, announce, progress)
+    examples = _examples(model, methods, data, cfg, steps, progress)
     head = header(
         model,
         cfg.to_dict(),
@@ -215,13 +228,17 @@ def run_cells(
     sizes: list[int],
     steps: int,
     announce: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """``results[method][str(T)]``: every method at every T in ``sizes``, pooled over the seeds
     (each seed's unedited outputs decoded once). A cell whose estimated writing time (from the
     slowest smaller T) exceeds ``cfg.cell_budget_s``, or whose edits do not fit, is ``not_run``
-    with the reason, and is not tried again for a later seed."""
+    with the reason, and is not tried again for a later seed. ``progress``: a bar of the
+    (seed, method, T) cells and one of each cell's groups, on stderr."""
     results: dict[str, dict[str, Any]] = {m: {} for m in cfg.methods}
     pooled: Pooled = {}
+    cells = len(cfg.seeds) * len(cfg.methods) * len(sizes)
+    bar = tqdm(total=cells, desc="edit: cells", disable=not progress, leave=False)
     for seed in cfg.seeds:
         t0 = time.perf_counter()
         base = reference(model, data, cfg, seed, steps)
@@ -229,6 +246,8 @@ def run_cells(
         for name in cfg.methods:
             per_edit = 0.0
             for t in sizes:
+                bar.set_postfix_str(f"seed {seed} {name} T={t}")
+                bar.update()
                 if "not_run" in results[name].get(str(t), {}):
                     continue
                 estimate = per_edit * _edits_written(data, t, cfg, seed)
@@ -240,7 +259,16 @@ def run_cells(
                     continue
                 try:
                     got = run_cell(
-                        model, methods[name], data, t, seed, base, cfg, steps, cfg.cell_budget_s
+                        model,
+                        methods[name],
+                        data,
+                        t,
+                        seed,
+                        base,
+                        cfg,
+                        steps,
+                        cfg.cell_budget_s,
+                        progress,
                     )
                 except TooLong as err:
                     results[name][str(t)] = {"not_run": str(err)}
@@ -248,6 +276,7 @@ def run_cells(
                 per_edit = max(per_edit, got[1].seconds / max(1, got[2]))
                 results[name][str(t)] = _pooled_cell(pooled, (name, t), got)
                 _announce_cell(announce, name, t, results[name][str(t)])
+    bar.close()
     return results
 
 
@@ -285,8 +314,16 @@ def _fmt(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
 
-def _examples(model, methods: dict[str, Method], data: Data, cfg: EditConfig, steps: int):
-    """Three edits held at once, and what each method decodes at their rewrite prompts."""
+def _examples(
+    model,
+    methods: dict[str, Method],
+    data: Data,
+    cfg: EditConfig,
+    steps: int,
+    progress: bool = False,
+):
+    """Three edits held at once, and what each method decodes at their rewrite prompts
+    (``progress``: a bar of the methods on stderr)."""
     from fmi.core.generate import decode
 
     cases = groups(data.eval, 3, 3, [], cfg.seeds[0])[0].edits
@@ -296,7 +333,8 @@ def _examples(model, methods: dict[str, Method], data: Data, cfg: EditConfig, st
             for c in cases
         ]
     }
-    for name, method in methods.items():
+    shown = tqdm(methods.items(), desc="edit: examples", disable=not progress, leave=False)
+    for name, method in shown:
         try:
             with method.edited(model, cases, Cost()) as h:
                 got = decode(
@@ -311,14 +349,9 @@ def _examples(model, methods: dict[str, Method], data: Data, cfg: EditConfig, st
 def write_outputs(doc: dict[str, Any], json_path: str | Path | None, out_dir: str | Path) -> Path:
     """The HTML report (and the JSON when asked), each written atomically."""
     from analyses.edit.figures import report
-    from fmi.reporting.atomic import write_atomically
+    from fmi.reporting.atomic import write_json
     from fmi.reporting.report import write_report
 
     if json_path is not None:
-        import json
-
-        target = Path(json_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(doc, indent=1, default=str) + "\n"
-        write_atomically(target, lambda p: p.write_text(text))
+        write_json(json_path, doc)
     return write_report(report(doc), out_dir)

@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from analyses.edit.config import EditConfig
 from analyses.edit.method import Cost, Held, Method
@@ -83,9 +84,14 @@ class TuneSet:
         return out
 
 
-def _grid(model, tune: TuneSet, candidates: list[Method], cfg: EditConfig) -> tuple[Method, dict]:
+def _grid(
+    model, tune: TuneSet, candidates: list[Method], cfg: EditConfig, progress: bool = False
+) -> tuple[Method, dict]:
     t0 = time.perf_counter()
-    tried = [tune.score(model, m) for m in candidates]
+    tried = [
+        tune.score(model, m)
+        for m in tqdm(candidates, desc="edit: tuning grid", disable=not progress, leave=False)
+    ]
     best = pick(tried, cfg.max_unrelated_changed)
     return candidates[best], {
         "grid": [
@@ -119,7 +125,7 @@ def _fast(model, data, cfg: EditConfig):
     return FastEdit(memory, info), tuning
 
 
-def _grace(model, data, cfg: EditConfig, tune: TuneSet):
+def _grace(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     from analyses.compare.grace import last_states
     from analyses.edit.grace import GraceEdit
 
@@ -129,22 +135,22 @@ def _grace(model, data, cfg: EditConfig, tune: TuneSet):
     dist = torch.cdist(keys, keys) + torch.diag(torch.full((len(keys),), float("inf")))
     scale = float(dist.min(dim=1).values.median())
     grid: list[Method] = [GraceEdit(layer, round(m * scale, 4)) for m in GRACE_EPS_MULTIPLES]
-    method, info = _grid(model, tune, grid, cfg)
+    method, info = _grid(model, tune, grid, cfg, progress)
     info["eps_scale"] = {"median_nearest_key_distance": scale, "multiples": GRACE_EPS_MULTIPLES}
     return method, info
 
 
-def _lora(model, data, cfg: EditConfig, tune: TuneSet):
+def _lora(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     from analyses.edit.lora import LoraEdit
 
     retention = tuple(data.unrelated_train[TUNE_UNRELATED : TUNE_UNRELATED + 8])
     grid: list[Method] = [
         LoraEdit(lr=lr, steps=steps, retention_texts=retention) for lr, steps in LORA_GRID
     ]
-    return _grid(model, tune, grid, cfg)
+    return _grid(model, tune, grid, cfg, progress)
 
 
-def _rome(model, data, cfg: EditConfig, tune: TuneSet):
+def _rome(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     from analyses.edit.rome.config import RomeConfig
     from analyses.edit.rome.method import Rome
 
@@ -152,22 +158,30 @@ def _rome(model, data, cfg: EditConfig, tune: TuneSet):
     texts: dict[str, list[str]] = {}
     layers = sorted({max(0, n // 6), n // 3, n // 2})
     grid: list[Method] = [Rome(RomeConfig(layer=layer), texts) for layer in layers]
-    method, info = _grid(model, tune, grid, cfg)
+    method, info = _grid(model, tune, grid, cfg, progress)
     info["fixed"] = "ROME's published steps, lr, KL weight and clamp; the layer is tuned"
     return method, info
 
 
 def set_up(
-    model, cfg: EditConfig, data, steps: int, announce: Callable[[str], None]
+    model,
+    cfg: EditConfig,
+    data,
+    steps: int,
+    announce: Callable[[str], None],
+    progress: bool = False,
 ) -> tuple[dict[str, Method], dict[str, dict[str, Any]]]:
-    """Every method of ``cfg.methods``, set up on the training part, and its tuning record."""
+    """Every method of ``cfg.methods``, set up on the training part, and its tuning record
+    (``progress``: bars of the methods and of each tuning grid, on stderr)."""
     from analyses.edit.methods import InContext, NoEdit
 
     methods: dict[str, Method] = {}
     tuning: dict[str, dict[str, Any]] = {}
     tune: TuneSet | None = None
     shared: dict[str, Any] = {}
-    for name in cfg.methods:
+    bar = tqdm(cfg.methods, desc="edit: set up", disable=not progress, leave=False)
+    for name in bar:
+        bar.set_postfix_str(name)
         t0 = time.perf_counter()
         if name in ("grace", "lora", "rome") and tune is None:
             tune = TuneSet(model, data, cfg, steps)
@@ -184,12 +198,12 @@ def set_up(
             tuning[name] = record
         elif name == "grace":
             assert tune is not None
-            methods[name], tuning[name] = _grace(model, data, cfg, tune)
+            methods[name], tuning[name] = _grace(model, data, cfg, tune, progress)
         elif name == "lora":
             assert tune is not None
-            methods[name], tuning[name] = _lora(model, data, cfg, tune)
+            methods[name], tuning[name] = _lora(model, data, cfg, tune, progress)
         else:
             assert tune is not None
-            methods[name], tuning[name] = _rome(model, data, cfg, tune)
+            methods[name], tuning[name] = _rome(model, data, cfg, tune, progress)
         announce(f"fmi edit: {name} set up in {time.perf_counter() - t0:.0f} s")
     return methods, tuning

@@ -5,6 +5,12 @@ offline), ``html.local_src`` inlines the whole 1.3 MB bundle. A page with one at
 layer would repeat the bundle per view, so the page inlines it once, as a classic script (which
 defines the global ``CircuitsVis``), and keeps only each view's render call. Nothing on the page
 comes from the network.
+
+User text (the prompt and its tokens, contexts, symbols, labels, answers) is escaped: in HTML by
+:func:`html.escape`; in a view's props, which circuitsvis writes with a bare ``json.dumps``
+into its ``<script>`` (a token ``</script>`` would end the script there and run what follows),
+by :func:`script_json`, which writes ``<``, ``>`` and ``&`` as ``\\u`` escapes; and the tokens
+themselves, which circuitsvis renders as HTML, by :func:`safe_props`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import circuitsvis
 from circuitsvis.utils.render import RenderedHTML
 
+from fmi.reporting.atomic import write_text
 from fmi.reporting.report import STYLE, header_html
 
 if TYPE_CHECKING:
@@ -34,6 +41,15 @@ code.tok { background: #f3f3f3; padding: 0 3px; white-space: pre; }
 nav.layers a { margin-right: 8px; }
 """
 _UNCLOSED_DIV = re.compile(r'(<div id="circuits-vis-[^"]*"[^>]*?)\s*/>')
+# circuitsvis's render call; the props run to the script's last ``)`` (greedy, anchored at the
+# closing tag at the end), whatever a string inside them holds
+_RENDER_CALL = re.compile(
+    r'CircuitsVis\.render\(\s*"circuits-vis-[^"]*",\s*CircuitsVis\.\w+,\s*(?P<props>\{.*\})\s*\)'
+    r"\s*</script>\s*$",
+    re.DOTALL,
+)
+# JSON with ensure_ascii writes no U+2028/2029; these three are what HTML reads in a <script>
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
 class LocalHTML(RenderedHTML):
@@ -64,12 +80,43 @@ def view_body(view: RenderedHTML) -> str:
 
     circuitsvis writes ``<div id=…/>``, which HTML parses as an open ``div`` that would swallow
     everything after it; it is closed here. A source without the expected bundle is kept whole.
+    The props are rewritten by :func:`safe_props` (user text cannot close the script).
     """
     src = view.local_src
     bundle = circuitsvis_js()
     if bundle in src:
         src = src.replace(bundle, "")
-    return _UNCLOSED_DIV.sub(r"\1></div>", src)
+    return _UNCLOSED_DIV.sub(r"\1></div>", safe_props(src))
+
+
+def script_json(value: Any) -> str:
+    """``value`` as JSON that is safe inside a ``<script>``: no ``<``, ``>`` or ``&`` (written as
+    ``\\u003c`` and so on, the same string to JavaScript), so that no string can close the
+    script or open a comment.
+
+    >>> script_json({"tokens": ["</script>", "a&b"]})
+    '{"tokens": ["\\\\u003c/script\\\\u003e", "a\\\\u0026b"]}'
+    """
+    out = json.dumps(value)
+    for char, escaped in _SCRIPT_UNSAFE.items():
+        out = out.replace(char, escaped)
+    return out
+
+
+def safe_props(src: str) -> str:
+    """A view's markup with the props of its render call rewritten by :func:`script_json`, the
+    tokens HTML-escaped first: circuitsvis shows each token through ``innerHTML`` (its spaces as
+    ``&nbsp;``), so a token ``<img/src=x/onerror=...>`` would be an element. (Its hover tooltip
+    shows the token as text, so there a token with ``<``, ``>`` or ``&`` reads as entities.)
+    ``ValueError`` when no render call is found (its props could not be made safe)."""
+    match = _RENDER_CALL.search(src)
+    if match is None:
+        raise ValueError("unexpected circuitsvis markup: no CircuitsVis.render(...) call found")
+    props = json.loads(match["props"])
+    if isinstance(props.get("tokens"), list):
+        props["tokens"] = [html.escape(t, quote=False) for t in props["tokens"]]
+    safe = script_json(props)
+    return src[: match.start("props")] + safe + src[match.end("props") :]
 
 
 def standalone(parts: list[str]) -> LocalHTML:
@@ -200,5 +247,5 @@ def write_inspection(inspection: Inspection, path: str | Path, header: dict[str,
     """Write the self-contained page to ``path`` (parents created); returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_page(inspection, header), encoding="utf-8")
+    write_text(out, render_page(inspection, header))
     return out

@@ -12,6 +12,7 @@ from fmi.experiments.builtin_tasks import builtin_task
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.evaluate import evaluate_split
 from fmi.experiments.labels import check_labels
+from fmi.experiments.run_folder import RunFolder
 from fmi.experiments.taskfile import load_task
 from fmi.experiments.tasks import Task
 from fmi.memory.fit import fit
@@ -33,11 +34,16 @@ def task_for(cfg: RecallConfig) -> Task:
     return load_task(cfg.task, seed=cfg.seed, n_train=cfg.n_train)
 
 
-def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -> dict:
+def run_recall(
+    model, task: Task, cfg: RecallConfig, *, progress: bool = True, units: RunFolder | None = None
+) -> dict:
     """The whole experiment, run with ``cfg.threads`` threads and deterministic algorithms.
 
     Bit-identical for the same weights, task, config and numerics (header ``numerics``),
-    whatever the caller's thread count or the machine's load.
+    whatever the caller's thread count or the machine's load. With ``units`` (a
+    :class:`~fmi.experiments.run_folder.RunFolder`, see :func:`recall_fingerprint`) each
+    finished split is kept there and a split already there is not run again: the fit is
+    deterministic, so a resumed run's results equal an uninterrupted run's.
 
     >>> import fmi
     >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
@@ -48,10 +54,25 @@ def run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool = True) -
     (['dual_key', 'none'], ['same'])
     """
     with fixed_numerics(cfg.threads):
-        return _run_recall(model, task, cfg, progress=progress)
+        return _run_recall(model, task, cfg, progress=progress, units=units)
 
 
-def _run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool) -> dict:
+def recall_fingerprint(model, task: Task, cfg: RecallConfig) -> dict:
+    """What a recall run folder must match to be resumed: the configuration, the task and the
+    model (name and parameter checksum)."""
+    from fmi.models.fingerprint import parameter_checksum
+
+    return {
+        "command": "recall",
+        "config": cfg.to_dict(),
+        "task": task.to_dict(),
+        "model": {"name": model.name, "weights_sha256": parameter_checksum(model)},
+    }
+
+
+def _run_recall(
+    model, task: Task, cfg: RecallConfig, *, progress: bool, units: RunFolder | None
+) -> dict:
     torch.manual_seed(cfg.seed)
     for name in cfg.splits:
         task.split(name)  # an unknown name fails here, listing the splits, before any work
@@ -63,8 +84,16 @@ def _run_recall(model, task: Task, cfg: RecallConfig, *, progress: bool) -> dict
     splits = tqdm(chosen, desc="splits", disable=not progress, leave=False)
     for split in splits:
         splits.set_postfix_str(split.name)
-        for mode, row in evaluate_split(model, split, fitted, cfg, cfg.modes).items():
-            results.setdefault(shown_name(mode), {})[split.name] = row
+        rows = units.get(split.name) if units is not None else None
+        if rows is None:
+            rows = {
+                shown_name(mode): row
+                for mode, row in evaluate_split(model, split, fitted, cfg, cfg.modes).items()
+            }
+            if units is not None:
+                units.put(split.name, rows)
+        for mode, row in rows.items():
+            results.setdefault(mode, {})[split.name] = row
     return {
         "model": model.name,
         "task": task.name,

@@ -15,9 +15,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from fmi.errors import EntryNotFoundError, MemoryMismatchError
+from fmi.errors import EntryNotFoundError
 from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry, KeyEncoder
-from fmi.memory.file_format import memory_tensors, read_memory_file, save_memory_file
+from fmi.memory.file_format import (
+    check_model,
+    memory_tensors,
+    read_memory_file,
+    save_memory_file,
+)
 from fmi.memory.keys import Standardizer
 from fmi.memory.search import Channel
 
@@ -129,18 +134,20 @@ class FastMemory:
 
     def save(self, path: str | Path) -> None:
         """Write the memory to one safetensors file, atomically (temp file, then rename): a
-        killed save leaves the old file as it was.
+        killed save leaves the old file as it was. The file records the format version, the
+        bound model's fingerprint (name, config hash, weights sha256) and checksums.
 
         >>> import tempfile, fmi
         >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
         >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
         >>> memory.save(tempfile.mkdtemp() + "/empty.fmi.safetensors")
         """
-        save_memory_file(path, memory_tensors(self), self.metadata())
+        save_memory_file(path, memory_tensors(self), self.metadata(), model=self._model)
 
     @classmethod
     def load(cls, path: str | Path, model) -> FastMemory:
-        """Load a memory for ``model`` (a ``LoadedModel``); refuse one written with another.
+        """Load a memory for ``model`` (a ``LoadedModel``); refuse one written with another
+        (name, config hash or weights) and a damaged, foreign or too new file, in one line.
 
         >>> import tempfile, fmi
         >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
@@ -151,13 +158,7 @@ class FastMemory:
         0
         """
         meta, t = read_memory_file(path)
-        d_model = int(model.bridge.cfg.d_model)
-        if meta["model_name"] != model.name or meta["d_model"] != d_model:
-            raise MemoryMismatchError(
-                f"memory {path} was written with model {meta['model_name']!r} "
-                f"(d_model {meta['d_model']}); refusing to load it into {model.name!r} "
-                f"(d_model {d_model})"
-            )
+        check_model(path, meta, model)
         encoder = KeyEncoder(
             meta["symbol_site"],
             meta["token_site"],

@@ -197,6 +197,7 @@ def make_memory(
         dual_weights=dual_weights,
         tail_values=written.tail_values,
         tail_owner=written.tail_owner,
+        _model=model,
     )
 
 

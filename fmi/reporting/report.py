@@ -4,6 +4,20 @@ Analyses compute data, build ``plotly.graph_objects.Figure`` objects, and hand a
 to :func:`write_report`. Reports open offline: Plotly's JavaScript is written once beside them
 (``plotly.min.js``) and referenced by a relative path, so no page fetches anything from the
 network. Nothing here calls ``fig.show()``.
+
+User text (task contexts, symbols, labels, prompts, statements, file names) reaches a page in
+three places, and each is escaped here, so figure builders pass it raw:
+
+- HTML (title, finding, header, captions, the index): :func:`html.escape`.
+- Figure text: plotly.js reads trace names, category ticks, hover text, titles and table cells
+  as its own markup (``<a href>`` links, ``<span style>`` with CSS that may fetch ``url(...)``,
+  ``<b>``, ``<br>``, entities), so :func:`render` escapes every string of the figure
+  (:func:`escaped_figure`) except the builders' own ``hovertemplate`` / ``texttemplate``, whose
+  markup is meant; a builder that puts user text *into* a template escapes it with
+  :func:`plot_text`.
+- The figure's JSON inside its ``<script>``: Plotly's encoder writes ``<``, ``>`` and ``/`` as
+  ``\\u003c``, ``\\u003e``, ``\\u002f``, so no string can close the script;
+  :func:`render` checks that it stayed so.
 """
 
 from __future__ import annotations
@@ -15,8 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.offline import get_plotlyjs
+
+from fmi.reporting.atomic import write_json, write_text
 
 PLOTLY_JS = "plotly.min.js"
 
@@ -34,6 +52,10 @@ figcaption { font-size: 0.93em; color: #333; margin-top: 4px; }
 details pre { font-size: 0.8em; background: #fafafa; padding: 8px; overflow-x: auto; }
 ul.index li { margin: 10px 0; }
 """
+
+# Figure strings that are the builders' own plotly.js markup (``%{x}<br>...<extra></extra>``),
+# not data: left as they are by :func:`escaped_figure`.
+TEMPLATE_KEYS = frozenset({"hovertemplate", "texttemplate"})
 
 
 @dataclass(frozen=True)
@@ -62,12 +84,64 @@ class Report:
             raise ValueError("a finding is one line")
 
 
+def plot_text(text: str) -> str:
+    """``text`` as plotly.js shows it literally: ``&``, ``<`` and ``>`` as entities, which
+    plotly.js decodes for display (``"`` and ``'`` stay: it does not decode ``&quot;``).
+
+    >>> plot_text('<a href="https://x.example">A & B</a>')
+    '&lt;a href="https://x.example"&gt;A &amp; B&lt;/a&gt;'
+    """
+    return html.escape(text, quote=False)
+
+
+def _escaped(value: Any, key: str | None) -> Any:
+    if isinstance(value, str):
+        return value if key in TEMPLATE_KEYS else plot_text(value)
+    if isinstance(value, dict):
+        return {k: _escaped(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v, key) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+        return [_escaped(v, key) for v in value.tolist()]
+    return value
+
+
+def escaped_figure(figure: go.Figure) -> dict[str, Any]:
+    """``figure`` as a dict with every string escaped by :func:`plot_text` (trace names, x/y
+    categories, text, hover text, titles, annotations, table cells), except the builders' own
+    templates (:data:`TEMPLATE_KEYS`): what plotly.js then renders is the text, never markup.
+
+    >>> fig = go.Figure(go.Bar(x=["<b>A</b>"], y=[1], hovertemplate="%{x}<extra></extra>"))
+    >>> bar = escaped_figure(fig)["data"][0]
+    >>> bar["x"], bar["hovertemplate"]
+    (['&lt;b&gt;A&lt;/b&gt;'], '%{x}<extra></extra>')
+    """
+    return _escaped(figure.to_dict(), None)
+
+
+def figure_html(figure: go.Figure, div_id: str) -> str:
+    """The figure's ``<div>`` and ``<script>`` (Plotly's JavaScript not included), its text
+    escaped (:func:`escaped_figure`); ``ValueError`` should a string ever close the script."""
+    div = pio.to_html(
+        escaped_figure(figure),
+        validate=False,
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config={"displaylogo": False, "responsive": True},
+    )
+    lowered = div.lower()
+    if lowered.count("<script") != 1 or lowered.count("</script") != 1:
+        raise ValueError(f"figure {div_id}: its JSON would close its <script> early")
+    return div
+
+
 def ensure_plotly_js(out_dir: Path) -> Path:
     """Write Plotly's bundled JavaScript into ``out_dir`` (once per Plotly version)."""
     path = out_dir / PLOTLY_JS
     code = get_plotlyjs()
     if not path.exists() or path.stat().st_size != len(code.encode()):
-        path.write_text(code, encoding="utf-8")
+        write_text(path, code)
     return path
 
 
@@ -124,12 +198,7 @@ def render(report: Report) -> str:
         header_html(report.header),
     ]
     for i, panel in enumerate(report.panels):
-        div = panel.figure.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=f"{report.name}-{i}",
-            config={"displaylogo": False, "responsive": True},
-        )
+        div = figure_html(panel.figure, f"{report.name}-{i}")
         parts.append(f"<figure>{div}<figcaption>{html.escape(panel.caption)}</figcaption></figure>")
     return _page(report.title, "\n".join(parts))
 
@@ -140,9 +209,9 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ensure_plotly_js(out)
     path = out / f"{report.name}.html"
-    path.write_text(render(report), encoding="utf-8")
     doc = {"finding": report.finding, "header": report.header, "data": report.data}
-    (out / f"{report.name}.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    write_json(out / f"{report.name}.json", doc)
+    write_text(path, render(report))
     return path
 
 
@@ -162,5 +231,5 @@ def write_index(
     )
     body = f"<h1>{html.escape(title)}</h1>{header_html(header)}<ul class='index'>{items}</ul>"
     path = out / "index.html"
-    path.write_text(_page(title, body), encoding="utf-8")
+    write_text(path, _page(title, body))
     return path

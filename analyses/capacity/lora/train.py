@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Int
 from torch import Tensor
+from tqdm import tqdm
 
 from analyses.capacity.lora.adapter import LoraAdapter, applied
 from analyses.capacity.lora.base import _frozen_base, _last_logits
@@ -59,13 +60,15 @@ def train_lora(
     steps: int,
     retention: Retention | None = None,
     snapshots: tuple[int, ...] = (),
+    progress: bool = False,
 ) -> Trained:
     """Adam (``lr``) on a rank-``rank`` adapter only: ``steps`` seeded minibatches of prompts,
     loss the cross-entropy of ``targets`` at the last prompt position, plus
     ``cfg.retention_weight`` x :func:`retention_kl` on one batch of ``retention`` per step (in
     turn). With no retention or a weight of 0 the retention path never runs: the loop is the
     plain cross-entropy one, bit for bit. ``snapshots``: step counts at which to copy the adapter
-    (after that many updates); the run is the same as without them."""
+    (after that many updates); the run is the same as without them. ``progress``: a bar of the
+    steps on stderr."""
     if len(texts) != len(targets):
         raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
     if steps < 1:
@@ -84,7 +87,8 @@ def train_lora(
     kls: list[float] = []
     snaps: dict[int, LoraAdapter] = {}
     with _frozen_base(model), applied(model.hf_model, adapter), torch.enable_grad():
-        for step in range(steps):
+        bar = tqdm(range(steps), desc=f"LoRA r={rank}", disable=not progress, leave=False)
+        for step in bar:
             rows = torch.randperm(n, generator=gen)[: cfg.batch_size].tolist()
             logits = _last_logits(model, [texts[i] for i in rows])
             y = targets[rows].to(logits.device)

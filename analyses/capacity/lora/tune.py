@@ -63,12 +63,14 @@ def tune_lora(
     *,
     max_new_tokens: int = 3,
     batch_size: int = 16,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """The tuning curve of one rank: one run of ``cfg.steps`` steps per learning rate, read at
     every step count of ``cfg.step_grid`` (snapshots). ``read``: the first greedy token of each
     read question is its binding's answer token; ``unrelated_changed``: the greedy output
     (``max_new_tokens``) of an unrelated prompt differs from the adapter-free one;
-    ``train_loss``: the minibatch cross-entropy at that step, before its update."""
+    ``train_loss``: the minibatch cross-entropy at that step, before its update. ``progress``: a
+    bar of each run's steps on stderr."""
     curve = []
     for lr in cfg.lrs:
         run = train_lora(
@@ -81,6 +83,7 @@ def tune_lora(
             steps=cfg.steps,
             retention=retention,
             snapshots=cfg.step_grid,
+            progress=progress,
         )
         for k in cfg.step_grid:
             adapter = run.snapshots[k]

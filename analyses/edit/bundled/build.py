@@ -11,6 +11,7 @@ from analyses.edit.bundled.known_cf import build_known_cf
 from analyses.edit.bundled.nonce_cf import build_nonce_cf
 from analyses.edit.bundled.unrelated import build_unrelated
 from fmi.experiments.known_facts import KnownFact, load_known_facts
+from fmi.reporting.atomic import write_bytes
 
 
 def render(doc: Any) -> str:
@@ -39,5 +40,5 @@ def write_bundled(directory: str | Path | None = None) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     files = built_files()
     for name, text in files.items():
-        (out / name).write_bytes(text.encode("utf-8"))
+        write_bytes(out / name, text.encode("utf-8"))
     return files
