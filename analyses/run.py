@@ -11,7 +11,7 @@ from analyses import correction_vs_steering, key_geometry, layer_sweep, probes
 from analyses.prepare import AnalysisConfig, Setup, prepare
 from fmi.errors import ConfigError
 from fmi.experiments.run_folder import RunFolder
-from fmi.models.fingerprint import parameter_checksum
+from fmi.models.fingerprint import model_fingerprint
 from fmi.reporting.report import write_index, write_report
 
 ANALYSES: dict[str, ModuleType] = {
@@ -86,7 +86,7 @@ def _fingerprint(setup: Setup, names: Sequence[str]) -> dict:
         "command": "analyses",
         "config": setup.cfg.to_dict(),
         "analyses": list(names),
-        "model": {"name": setup.model.name, "weights_sha256": parameter_checksum(setup.model)},
+        "model": model_fingerprint(setup.model),
     }
 
 

@@ -276,14 +276,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path that cannot be written before any work starts."""
-    from fmi.reporting.atomic import check_output_path
+    from fmi.reporting.atomic import check_output_folder, check_output_path
 
     for name in ("json", "out"):
         value = getattr(args, name, None)
         if not value:
             continue
         if name == "out" and args.command != "inspect":  # a folder
-            check_output_path(Path(value) / "index.html", what="--out folder")
+            check_output_folder(value, what="--out folder")
         else:
             check_output_path(value, what=f"--{name}")
 

@@ -42,7 +42,7 @@ from fmi.experiments.recall import task_for
 from fmi.experiments.run_folder import RunFolder
 from fmi.memory.fit import Fitted, fit
 from fmi.memory.retrieve import Decision, shown_name
-from fmi.models.fingerprint import parameter_checksum
+from fmi.models.fingerprint import model_fingerprint
 from fmi.models.registry import LoadedModel, load_model
 from fmi.reporting.atomic import write_json
 from fmi.reporting.provenance import header
@@ -233,7 +233,7 @@ def run_compare(
     fingerprint = {
         "command": "compare",
         "config": cfg.to_dict(),
-        "model": {"name": model.name, "weights_sha256": parameter_checksum(model)},
+        "model": model_fingerprint(model),
     }
     units = RunFolder(out / "compare.run", fingerprint, resume=resume)
     results = {}

@@ -59,14 +59,14 @@ def run_recall(
 
 def recall_fingerprint(model, task: Task, cfg: RecallConfig) -> dict:
     """What a recall run folder must match to be resumed: the configuration, the task and the
-    model (name and parameter checksum)."""
-    from fmi.models.fingerprint import parameter_checksum
+    model (:func:`fmi.models.fingerprint.model_fingerprint`, the one a memory file records)."""
+    from fmi.models.fingerprint import model_fingerprint
 
     return {
         "command": "recall",
         "config": cfg.to_dict(),
         "task": task.to_dict(),
-        "model": {"name": model.name, "weights_sha256": parameter_checksum(model)},
+        "model": model_fingerprint(model),
     }
 
 

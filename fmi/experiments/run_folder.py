@@ -2,9 +2,9 @@
 output so that an interrupted run can resume.
 
 Each unit is one JSON file, written atomically. The folder's ``run.json`` holds the
-fingerprint of the run it belongs to: its configuration and the model's (name and parameter
-checksum). Resuming from a folder with another fingerprint is refused in one line that names
-what differs.
+fingerprint of the run it belongs to: its configuration and the model's
+(:func:`fmi.models.fingerprint.model_fingerprint`). Resuming from a folder with another
+fingerprint is refused in one line that names what differs.
 
 >>> import tempfile, pathlib
 >>> folder = pathlib.Path(tempfile.mkdtemp()) / "recall.run"

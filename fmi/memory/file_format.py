@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 from torch import Tensor
 
 from fmi.errors import MemoryFileError, MemoryMismatchError
+from fmi.models.fingerprint import tensors_sha256
 from fmi.reporting.atomic import write_atomically
 
 if TYPE_CHECKING:
@@ -64,20 +64,15 @@ REQUIRED_META = (
 
 
 def tensors_checksum(tensors: dict[str, Tensor]) -> str:
-    """sha256 over the tensors in name order: each one's ``name|dtype|shape|`` then its raw
-    bytes (contiguous, on the CPU).
+    """The checksum of a memory file's tensors: :func:`fmi.models.fingerprint.tensors_sha256`,
+    the same routine as a model's parameter checksum.
 
     >>> tensors_checksum({"a": torch.zeros(2)}) == tensors_checksum({"a": torch.zeros(2)})
     True
     >>> tensors_checksum({"a": torch.zeros(2)}) == tensors_checksum({"a": torch.zeros(1, 2)})
     False
     """
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()
+    return tensors_sha256(tensors)
 
 
 def metadata_checksum(meta: dict) -> str:

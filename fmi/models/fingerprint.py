@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from fmi.models.registry import LoadedModel
+    from fmi.models.registry import LoadedModel
 
 # The architecture facts of ``model.bridge.cfg`` that the config hash covers: TransformerLens's
 # own names, the same for every architecture and stable across transformers releases (unlike
@@ -38,26 +38,27 @@ CONFIG_FIELDS = (
 )
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    """Raw bytes of a tensor, contiguous on the CPU (any dtype), without another copy."""
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over ``tensors`` in name order: each one's ``name|dtype|shape|`` then its raw
+    bytes (contiguous, on the CPU, any dtype, without another copy). Parameter checksums and
+    memory-file checksums are both this."""
     import torch
 
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().data
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
 
 
 def parameter_checksum(model: LoadedModel) -> str:
-    """sha256 over every parameter and buffer of the wrapped model (names sorted); computed
-    afresh on every call (see :func:`cached_parameter_checksum` for the cached one)."""
+    """sha256 over every parameter and buffer of the wrapped model (:func:`tensors_sha256`);
+    computed afresh on every call (see :func:`cached_parameter_checksum` for the cached one)."""
     module = model.hf_model
     tensors = dict(module.named_buffers())
     tensors.update(dict(module.named_parameters()))
-    digest = hashlib.sha256()
-    for tensor_name in sorted(tensors):
-        t = tensors[tensor_name]
-        digest.update(f"{tensor_name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(_tensor_bytes(t))
-    return digest.hexdigest()
+    return tensors_sha256(tensors)
 
 
 # hf_model -> (state of its tensors, checksum); an entry goes with its module.

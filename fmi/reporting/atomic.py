@@ -29,20 +29,35 @@ from fmi.errors import OutputPathError
 WRITTEN: list[Path] = []
 
 
+def _writable_folder(folder: Path, target: Path, what: str) -> None:
+    """``OutputPathError`` unless the first existing folder of ``folder`` and its parents is a
+    writable folder (the rest can be created)."""
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise OutputPathError(f"{what} {target}: {above} is a file, not a folder")
+            if not os.access(above, os.W_OK | os.X_OK):
+                raise OutputPathError(f"{what} {target}: cannot write in {above}")
+            return
+
+
 def check_output_path(path: str | Path, what: str = "output") -> Path:
     """``path`` as a Path if a file can be written there, else ``OutputPathError`` naming it:
     a directory, a parent that is a file, or a folder that cannot be created or written."""
     p = Path(path)
     if p.is_dir():
         raise OutputPathError(f"{what} {p} is a directory; give a file path")
-    parent = p.parent
-    for above in (parent, *parent.parents):
-        if above.exists():
-            if not above.is_dir():
-                raise OutputPathError(f"{what} {p}: {above} is a file, not a folder")
-            if not os.access(above, os.W_OK | os.X_OK):
-                raise OutputPathError(f"{what} {p}: cannot write in {above}")
-            break
+    _writable_folder(p.parent, p, what)
+    return p
+
+
+def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
+    """``path`` as a Path if files can be written in it (it may not exist yet), else
+    ``OutputPathError`` naming it: a file, under a file, or in a folder that is not writable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputPathError(f"{what} {p} is a file, not a folder")
+    _writable_folder(p, p, what)
     return p
 
 

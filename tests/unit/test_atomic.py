@@ -81,3 +81,13 @@ def test_proc_is_refused_in_one_line(tmp_path):
     with pytest.raises(OutputPathError) as err:
         atomic.write_text("/proc/fmi-test.json", "x")
     assert "/proc/fmi-test.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unwritable_output_folders_are_refused(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(OutputPathError, match=r"a_file is a file, not a folder$"):
+        atomic.check_output_folder(tmp_path / "a_file")
+    with pytest.raises(OutputPathError, match=r"x: .*a_file is a file, not a folder$"):
+        atomic.check_output_folder(tmp_path / "a_file" / "x")
+    assert atomic.check_output_folder(tmp_path / "new" / "x") == tmp_path / "new" / "x"
+    assert atomic.check_output_folder(tmp_path) == tmp_path
