@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -288,8 +290,18 @@ def _check_outputs(args: argparse.Namespace) -> None:
             check_output_path(value, what=f"--{name}")
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Interrupted("SIGTERM", 143)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _on_stop_signal(signum: int, frame) -> None:
+    """Stop the command: raise :class:`Interrupted` (exit 128 + the signal's number). A signal
+    that lands in a finalizer (``__del__``, e.g. a progress bar's) would have its exception
+    printed and ignored there, and the command would run on: it is sent again once the
+    finalizer has returned."""
+    if frame is not None and frame.f_code.co_name == "__del__":
+        threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+        return
+    raise Interrupted(signal.Signals(signum).name, 128 + signum)
 
 
 def _interrupted(err: Interrupted) -> int:
@@ -308,18 +320,18 @@ def _interrupted(err: Interrupted) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: SIGTERM keeps its handler
-        previous = None
+        previous = {s: signal.signal(s, _on_stop_signal) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread: the signals keep their handlers
+        previous = {}
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a SIGINT before the handler was installed
         return _interrupted(Interrupted("SIGINT", 130))
     except Interrupted as err:
         return _interrupted(err)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -177,3 +177,22 @@ def test_compare_resume_skips_finished_splits(tmp_path, monkeypatch, tiny_gemma)
             tmp_path / "compare.run", {"command": "compare", "config": {}}, resume=False
         )
         compare_run.run_compare(cfg.__class__.quick_config(seed=5), tmp_path, resume=True, **kwargs)
+
+
+def test_a_stop_signal_in_a_finalizer_is_delivered_again(monkeypatch):
+    import types
+
+    from analyses.cli import main as cli
+    from fmi.errors import Interrupted
+
+    sent = []
+    monkeypatch.setattr(cli.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    in_del = types.SimpleNamespace(f_code=types.SimpleNamespace(co_name="__del__"))
+    cli._on_stop_signal(signal.SIGTERM, in_del)  # returns: raising there would be ignored
+    time.sleep(0.2)
+    assert sent == [(os.getpid(), signal.SIGTERM)]
+    anywhere = types.SimpleNamespace(f_code=types.SimpleNamespace(co_name="fit"))
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        with pytest.raises(Interrupted) as err:
+            cli._on_stop_signal(sig, anywhere)
+        assert err.value.code == code and str(err.value) == f"interrupted by {sig.name}"
