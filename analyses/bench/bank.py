@@ -10,12 +10,38 @@ from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry
 from fmi.memory.keys import Standardizer
 from fmi.memory.store import FastMemory
 
+BANKS = ("written", "random")
+
+
+def bench_bank(memory: FastMemory, kind: str, n: int, seed: int) -> FastMemory:
+    """The bench's bank of ``kind``: ``written`` (:func:`synthetic_bank`, the read prompts'
+    bindings among entries shaped like written ones) or ``random`` (:func:`random_bank`, where
+    the int8 bound prunes poorly)."""
+    if kind == "written":
+        return synthetic_bank(memory, n, seed)
+    if kind == "random":
+        return random_bank(memory, n, seed)
+    raise ValueError(f"unknown bank {kind!r}; banks: {', '.join(BANKS)}")
+
+
+def random_bank(memory: FastMemory, n: int, seed: int) -> FastMemory:
+    """An adversarial bank of ``n`` entries: every key row random (standard normal once
+    standardized, so random directions), every entry with contexts of its own, none of
+    ``memory``'s entries, and no thresholds. The benchmark's read prompts then match nothing,
+    every entry's score sits in the same narrow band of noise, and none may abstain: the
+    search's bound prunes poorly and it must rank the whole bank, the case where the full
+    score matrix is cheaper (the rule of :mod:`fmi.memory.plan` is what keeps reading no
+    slower than it)."""
+    bank = synthetic_bank(memory, n, seed, entries_per_context=1, own=False)
+    return replace(bank, thresholds={})
+
 
 def synthetic_bank(
-    memory: FastMemory, n: int, seed: int, entries_per_context: int = 100
+    memory: FastMemory, n: int, seed: int, entries_per_context: int = 100, own: bool = True
 ) -> FastMemory:
     """A bank of ``n`` entries: ``memory``'s own (up to ``n``, at seeded positions) among random
-    ones shaped like them, so that the benchmark's read prompts have their binding in the bank.
+    ones shaped like them, so that the benchmark's read prompts have their binding in the bank
+    (``own=False``: random entries only).
 
     A random entry has the written entries' mean number of symbol-token and context-token rows.
     Its symbol rows are random (each dimension drawn with the written keys' mean and spread, so
@@ -24,7 +50,7 @@ def synthetic_bank(
     come before the symbol and so have the same states in every statement of that context."""
     gen = torch.Generator().manual_seed(seed)
     device = memory.values.device
-    real = min(n, len(memory))
+    real = min(n, len(memory)) if own else 0
     place = torch.randperm(n, generator=gen)[:real]  # memory's entry i sits at place[i]
     fake = torch.ones(n, dtype=torch.bool)
     fake[place] = False
@@ -40,7 +66,11 @@ def synthetic_bank(
     contexts = draw(max(1, n // entries_per_context) * n_ctx, enc.token_std).view(
         -1, n_ctx, enc.token_std.mean.shape[0]
     )
-    which = torch.randint(0, len(contexts), (len(fake_ids),), generator=gen)
+    which = (
+        torch.arange(len(fake_ids)) % len(contexts)  # every entry a context of its own
+        if entries_per_context == 1
+        else torch.randint(0, len(contexts), (len(fake_ids),), generator=gen)
+    )
     fake_rows = torch.cat(
         [
             draw(len(fake_ids) * n_sym, enc.token_std).view(len(fake_ids), n_sym, -1),

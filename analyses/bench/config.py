@@ -25,6 +25,9 @@ class BenchConfig:
     modes: tuple[str, ...] = ("both_top1", "dual_key")
     bank_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
     query_batch: int = 64
+    # the loaded case: the same figures again while one core is kept busy (0: idle only)
+    loaded: bool = True
+    busy_limit_s: float = 1800.0
     recall: RecallConfig = RecallConfig()
 
     def __post_init__(self) -> None:
@@ -34,6 +37,8 @@ class BenchConfig:
         check_modes(list(self.modes))
         if not self.bank_sizes or min(self.bank_sizes) < 1:
             raise ConfigError(f"bank_sizes must be positive, got {list(self.bank_sizes)}")
+        if self.busy_limit_s <= 0:
+            raise ConfigError(f"busy_limit_s must be positive, got {self.busy_limit_s}")
         if self.prompts % 2:
             raise ConfigError(f"prompts must be even (two contexts per word), got {self.prompts}")
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from analyses.bench.config import BenchConfig
+from analyses.bench.contention import one_core_busy
 from analyses.bench.measurements import generation, peak_memory, write_vs_forward
 from analyses.bench.memory import bench_memory, query_states
 from analyses.bench.multi_token import multi_token
@@ -48,6 +49,15 @@ def run_bench(
     texts = [Templates().prompt("read", b) for b in bindings]
     queries = query_states(model, memory, texts, cfg.query_batch)
     doc["retrieval_ms_per_query"] = retrieval(memory, queries, cfg, progress)
+    if cfg.loaded:
+        announce("fmi: the same figures with one core kept busy by a background process")
+        with one_core_busy(cfg.busy_limit_s) as busy:
+            doc["loaded"] = {
+                "write": write_vs_forward(model, bindings, memory, cfg, progress),
+                "generation": generation(model, bindings, memory, cfg, progress),
+                "retrieval_ms_per_query": retrieval(memory, queries, cfg, progress),
+            }
+        doc["loaded"]["busy_process"] = busy
     doc["peak_memory"] = peak_memory()
     doc["header"] = header(model, cfg.to_dict(), device=str(memory.values.device))
     return doc

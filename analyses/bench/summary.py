@@ -27,13 +27,34 @@ def summary_lines(doc: dict) -> list[str]:
             f"{m['memory_s']:.3f} s / {m['plain_s']:.3f} s = {m['generation_ratio']:.3f} "
             f"(dual_key, {n + 1} tokens; whole answer read {m['read_exact']:.2f})"
         )
-    for mode, by_size in doc["retrieval_ms_per_query"].items():
-        for n, r in by_size.items():
-            rescored = f", {r['rescored']:g} rescored" if "rescored" in r else ""
-            lines.append(
-                f"{mode}: retrieval per query at {int(n):,} entries: score matrix "
-                f"{r['matrix']:.3f} ms, search {r['search']:.3f} ms "
-                f"(same entry {r['same_entries']:.2f}{rescored})"
-            )
+    lines += _retrieval_lines(doc["retrieval_ms_per_query"], "")
+    loaded = doc.get("loaded")
+    if loaded:
+        busy = loaded["busy_process"]
+        lines.append(
+            f"loaded (one core busy, pid {busy['pid']}, {busy['seconds']:.0f} s, "
+            f"busy to the end: {busy['alive_at_end']}):"
+        )
+        lw, lg = loaded["write"], loaded["generation"]
+        lines.append(f"  write / forward: {lw['ratio']:.3f}")
+        for mode, r in lg.items():
+            if isinstance(r, dict):
+                lines.append(f"  {mode}: memory generation / plain generation: {r['ratio']:.3f}")
+        lines += _retrieval_lines(loaded["retrieval_ms_per_query"], "  ")
     lines.append("peak memory: " + ", ".join(f"{k} {v:.0f}" for k, v in doc["peak_memory"].items()))
+    return lines
+
+
+def _retrieval_lines(by_bank: dict, indent: str) -> list[str]:
+    lines = []
+    for bank, by_mode in by_bank.items():
+        for mode, by_size in by_mode.items():
+            for n, r in by_size.items():
+                rescored = f", {r['rescored']:g} rescored" if "rescored" in r else ""
+                lines.append(
+                    f"{indent}{bank} bank, {mode}: retrieval per query at {int(n):,} entries: "
+                    f"matrix {r['matrix']:.3f} ms, search {r['search']:.3f} ms, read "
+                    f"{r['read']:.3f} ms (took {r['read_way']}; same entries "
+                    f"{r['same_entries']:.2f}{rescored}; {r['threads']} threads)"
+                )
     return lines

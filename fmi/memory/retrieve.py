@@ -13,6 +13,7 @@ Every mode abstains when its best score is below a threshold calibrated on train
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +21,12 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from fmi.core.forward import Collected, collect
+from fmi.core.threads import torch_threads
 from fmi.errors import ConfigError
 from fmi.experiments.queries import QuerySet
 from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE
 from fmi.memory.keys import maxsim, pad_queries
+from fmi.memory.plan import MATRIX, SEARCH, matrix_seconds
 from fmi.memory.search import search_top1
 from fmi.memory.store import FastMemory
 
@@ -243,18 +246,37 @@ def read_decide(
     content: list[Tensor],
     gate: list[str | None] | None = None,
     min_search: int = 4096,
+    way: str = "auto",
 ) -> Decision:
-    """``decide(mode, score_queries(...))`` for reading: the same decision, computed on banks of
-    at least ``min_search`` entries by the int8-prefiltered exact search (:mod:`fmi.memory.search`)
-    instead of the full score matrix, for the modes in ``SEARCHED``. The entries and vectors are
-    the same; a query the search proves below the mode's threshold abstains without ranking the
-    bank, and its ``score`` is then the upper bound it proved, not its best score."""
+    """``decide(mode, score_queries(...))`` for reading: the same decision, on banks of at least
+    ``min_search`` entries and for the modes in ``SEARCHED`` computed on the threads the cores
+    leave free (:func:`fmi.core.threads.torch_threads`) by the int8-prefiltered exact search
+    (:mod:`fmi.memory.search`) or the full score matrix, whichever the memory's measured rule
+    (:class:`fmi.memory.plan.ReadPlan`) finds cheaper; ``way="search"`` or ``"matrix"`` forces
+    one. The entries and vectors are the same either way; a query the search proves below the
+    mode's threshold abstains without ranking the bank, and its ``score`` is then the upper
+    bound it proved, not its best score."""
+    if way not in ("auto", SEARCH, MATRIX):
+        raise ConfigError(f"way must be auto, search or matrix, got {way!r}")
     if mode not in SEARCHED or len(memory) < min_search:
         scores = score_queries(memory, symbol_acts, token_acts, content, modes=(mode,))
         return decide(mode, scores, memory, gate=gate)
-    thr = memory.thresholds.get(mode, float("-inf"))
-    best, idx, _ = searched_top1(memory, mode, symbol_acts, token_acts, content, thr)
-    return choose(mode, best, idx, memory)
+    channels = [memory.search_channel(name) for name in SEARCHED[mode]]  # built before timing
+    if way == "auto":
+        tokens = sum(int(c.sum()) for c in content)
+        work = sum(tokens * ch.rows.shape[0] * ch.rows.shape[1] for ch in channels)
+        way = memory.read_plan.choose(mode, matrix_seconds(work) / max(1, len(content)))
+    with torch_threads():
+        start = time.perf_counter()
+        if way == SEARCH:
+            thr = memory.thresholds.get(mode, float("-inf"))
+            best, idx, _ = searched_top1(memory, mode, symbol_acts, token_acts, content, thr)
+            decision = choose(mode, best, idx, memory)
+        else:
+            scores = score_queries(memory, symbol_acts, token_acts, content, modes=(mode,))
+            decision = decide(mode, scores, memory, gate=gate)
+        memory.read_plan.record(mode, way, time.perf_counter() - start, len(content))
+    return decision
 
 
 def searched_top1(

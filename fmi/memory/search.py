@@ -1,22 +1,15 @@
-"""Exact top-1 retrieval over large banks: an int8 prefilter whose error is bounded, then the
-memory's own float32 rule on the few entries the bound cannot rule out.
+"""Exact top-1 retrieval over large banks: an int8 prefilter whose error is bounded
+(:mod:`fmi.memory.codes`), then the memory's own float32 rule on the few entries the bound
+cannot rule out.
 
-The prefilter scores every query token against every key row with int8 codes (one scale per
-row, an ``int32`` matrix product taken in blocks of key rows, so the ``[tokens, rows]`` product
-never exists whole) and applies the MaxSim rule to those approximate cosines. For unit vectors
-``q``, ``k`` and their decoded codes ``q~``, ``k~``,
-
-    |q.k - q~.k~| <= |q - q~| + |q~| |k - k~|        (Cauchy-Schwarz)
-
-(a row that shares the code of a nearly equal row ``r`` adds ``|k - r|``), and the max over
-query tokens, the mean over an entry's key rows and ``clamp_min(0)`` cannot make an error
-larger, so each approximate entry score is within a bound ``E`` of the float32 score
-(``dual_key``'s product: within ``E_s (C~ + E_c) + S~ E_c``). Every entry whose approximate
-score plus its bound reaches the best approximate score minus its bound (and the threshold, if
-one is given) is rescored in float32 with ``maxsim``'s rule; the best of those is the float32
-top-1. Entries ruled out cannot beat it, so the decision is the brute-force one, up to float
-rounding between two entries that tie within it (``tests/unit/test_search.py``). A query whose
-bound leaves much of the bank in play is scored by :func:`fmi.memory.keys.maxsim` whole.
+Each approximate entry score is within a bound ``E`` of the float32 score (``dual_key``'s
+product: within ``E_s (C~ + E_c) + S~ E_c``). Every entry whose approximate score plus its bound
+reaches the best approximate score minus its bound (and the threshold, if one is given) is
+rescored in float32 with ``maxsim``'s rule, every query's candidates in one batch; the best of
+those is the float32 top-1. Entries ruled out cannot beat it, so the decision is the brute-force
+one, up to float rounding between two entries that tie within it (``tests/unit/test_search.py``).
+A query whose bound leaves much of the bank in play is scored by
+:func:`fmi.memory.keys.maxsim` whole.
 """
 
 from __future__ import annotations
@@ -24,148 +17,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
+from fmi.memory.codes import (
+    Channel,
+    QueryCodes,
+    bound_of,
+    code_blocks,
+    entry_scores,
+    group_scores,
+    repeat_first,
+    segments,
+)
 from fmi.memory.keys import maxsim, pad_queries
 
-# Float32 rounding of the int32 products and of the scale divisions (relative 1e-7 on scores of
-# at most 1): far below the int8 bound, added so that the bound stays an upper bound.
-_FLOAT_SLACK = 1e-5
-
-
-@dataclass(frozen=True)
-class Quantized:
-    """Rows as int8 codes with one scale per row: ``row ~= codes / scale``."""
-
-    codes: Tensor  # int8 [m, d]
-    scale: Float[Tensor, " m"]
-    error: Float[Tensor, " m"]  # |row - codes / scale|, L2, per row
-
-    @classmethod
-    def of(cls, rows: Float[Tensor, "m d"]) -> Quantized:
-        top = rows.abs().amax(dim=-1).clamp_min(1e-12)
-        scale = 127.0 / top
-        codes = torch.round(rows * scale[:, None]).clamp(-127, 127)
-        error = (rows - codes / scale[:, None]).norm(dim=-1)
-        return cls(codes.to(torch.int8), scale, error)
-
-
-def _int_products(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b.T`` for int8 ``a [p, d]``, ``b [m, d]``, exact in int32."""
-    if hasattr(torch, "_int_mm") and a.shape[0] > 16:
-        try:
-            return torch._int_mm(a, b.T)
-        except RuntimeError:  # shapes or a device the int8 kernel does not take
-            pass
-    return (a.double() @ b.double().T).round().to(torch.int32)  # exact below 2**53
-
-
-def approx_maxsim(
-    queries: Float[Tensor, "q pos d"],
-    query_mask: Bool[Tensor, "q pos"],
-    channel: Channel,
-    n_entries: int,
-    entries: Int[Tensor, " c"] | None = None,
-    block: int = 4096,
-) -> tuple[Float[Tensor, "q c"], Float[Tensor, " q"]]:
-    """MaxSim of unit-norm ``queries`` against a channel's int8 codes, for every entry or only
-    ``entries`` (columns in that order), and per query the bound on ``|approx - float32|``
-    that every entry's score obeys."""
-    n_q, width, dim = queries.shape
-    keys = channel.codes
-    dev = keys.codes.device
-    if entries is None:
-        codes, scale = keys.codes, keys.scale
-        row_code, row_owner, n_out = channel.inverse, channel.owner, n_entries
-    else:
-        rows, row_owner = _rows_of(channel, entries)
-        used = rows if channel.inverse is None else channel.inverse[rows]
-        used, row_code = torch.unique(used, return_inverse=True)
-        codes, scale, n_out = keys.codes[used], keys.scale[used], len(entries)
-    # padding repeats the row's first real token, so the max over tokens needs no mask
-    first = queries[torch.arange(n_q, device=dev), query_mask.int().argmax(dim=1)]
-    q = torch.where(query_mask[:, :, None], queries, first[:, None, :])
-    top = q.abs().amax(dim=(1, 2)).clamp_min(1e-12)
-    q_scale = 127.0 / top  # one scale per query: the max over its tokens can stay in int32
-    q_codes = torch.round(q * q_scale[:, None, None]).clamp(-127, 127)
-    q_err = (q - q_codes / q_scale[:, None, None]).norm(dim=-1).amax(dim=1)
-    flat = q_codes.to(torch.int8).reshape(n_q * width, dim)
-    best = torch.empty(n_q, codes.shape[0], device=dev)
-    for start in range(0, codes.shape[0], block):
-        stop = start + block
-        prod = _int_products(flat, codes[start:stop]).view(n_q, width, -1).amax(dim=1)
-        best[:, start:stop] = prod.float() / (q_scale[:, None] * scale[None, start:stop])
-    bound = q_err + (1 + q_err) * keys.error.max() + channel.spread + _FLOAT_SLACK
-    if row_code is not None:
-        best = best[:, row_code]  # each row scores as the distinct row it shares codes with
-    if row_owner.shape[0] == n_out and bool((row_owner == torch.arange(n_out, device=dev)).all()):
-        return best, bound
-    count = torch.bincount(row_owner, minlength=n_out).float()
-    total = torch.zeros(n_q, n_out, device=dev).index_add_(1, row_owner, best)
-    return total / count.clamp_min(1.0), bound
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One key channel as the search sees it: float32 unit rows and their owners; int8 codes of
-    its distinct rows (rows within ``merge`` of each other in every coordinate share one code,
-    ``inverse`` maps each row to it, ``spread`` is the largest L2 distance of a row from the row
-    it shares a code with); and each entry's rows (``order[starts[e]:starts[e + 1]]``).
-
-    Rows repeat in real banks: a context is written before the symbol, so its tokens' states
-    are the same in every statement of that context (2,000 context-token rows of 1,000 Gemma-3
-    statements in two contexts have 4 distinct rows)."""
-
-    rows: Float[Tensor, "m d"]
-    owner: Int[Tensor, " m"]
-    codes: Quantized
-    inverse: Int[Tensor, " m"] | None
-    spread: float
-    order: Int[Tensor, " m"]
-    starts: Int[Tensor, " n1"]
-
-    @classmethod
-    def of(
-        cls,
-        rows: Float[Tensor, "m d"],
-        owner: Int[Tensor, " m"],
-        n_entries: int,
-        merge: float = 1e-4,
-    ) -> Channel:
-        order = torch.argsort(owner, stable=True)
-        starts = torch.searchsorted(owner[order], torch.arange(n_entries + 1, device=owner.device))
-        _, inverse = torch.unique(torch.round(rows / merge), dim=0, return_inverse=True)
-        n_distinct = int(inverse.max()) + 1 if len(inverse) else 0
-        if n_distinct == len(rows):
-            return cls(rows, owner, Quantized.of(rows), None, 0.0, order, starts)
-        index = torch.arange(len(rows), device=rows.device)
-        first = torch.full((n_distinct,), len(rows), device=rows.device)
-        first = first.scatter_reduce(0, inverse, index, "amin")
-        spread = float((rows - rows[first][inverse]).norm(dim=-1).max())
-        return cls(rows, owner, Quantized.of(rows[first]), inverse, spread, order, starts)
-
-
-def _rows_of(channel: Channel, entries: Int[Tensor, " c"]) -> tuple[Tensor, Tensor]:
-    """The rows of ``entries`` and, per row, the index into ``entries`` of its owner."""
-    first = channel.starts[entries]
-    lens = channel.starts[entries + 1] - first
-    dev = entries.device
-    local = torch.repeat_interleave(torch.arange(len(entries), device=dev), lens)
-    offset = torch.arange(len(local), device=dev) - torch.repeat_interleave(
-        torch.cumsum(lens, 0) - lens, lens
-    )
-    return channel.order[first[local] + offset], local
-
-
-def _exact(
-    channel: Channel, tokens: Float[Tensor, "t d"], entries: Int[Tensor, " c"]
-) -> Float[Tensor, " c"]:
-    """Float32 MaxSim of one query's unit tokens against ``entries`` only (``maxsim``'s rule)."""
-    rows, local = _rows_of(channel, entries)
-    best = (tokens @ channel.rows[rows].T).amax(dim=0)
-    total = torch.zeros(len(entries), device=best.device).index_add_(0, local, best)
-    return total / torch.bincount(local, minlength=len(entries)).clamp_min(1)
+# Query-token x key-row similarities one rescoring product may hold at once.
+_RESCORE_ELEMENTS = 2**23
 
 
 @dataclass(frozen=True)
@@ -198,34 +66,34 @@ def search_top1(
         pad_queries([torch.nn.functional.normalize(t.to(dev).float(), dim=-1) for t in q])
         for q in queries
     ]
+    coded = [QueryCodes.of(*p) for p in padded]
     if len(channels) == 1:
-        score, bound = approx_maxsim(*padded[0], channels[0], n_entries)
-        none = torch.full((len(score),), float("-inf"), device=dev)
-        b = Bounds(score - bound[:, None], score + bound[:, None], None, none)
+        best, pair_q, pair_e = _one_channel(coded[0], channels[0], threshold)
     else:
-        b = _dual_bounds(channels, padded, n_entries, threshold)
-    # an entry is kept if it could beat the best proved score, and could reach the threshold
-    keep = b.high >= b.low.amax(dim=1, keepdim=True).clamp_min(threshold)
-    best = torch.maximum(b.high.amax(dim=1), b.outside)
+        b = _dual_bounds(channels, coded, n_entries, threshold)
+        keep = b.high >= b.low.amax(dim=1, keepdim=True).clamp_min(threshold)
+        best = torch.maximum(b.high.amax(dim=1), b.outside)
+        pair_q, pair_e = keep.nonzero().unbind(1)  # row-major: by query, then entry
+        if b.columns is not None:
+            pair_e = b.columns[pair_e]
     entry = torch.full((len(best),), -1, dtype=torch.long, device=dev)
     # A query with no tokens in some channel scores by the brute-force rule's edge cases (ties,
     # entries without rows), and one whose bound keeps much of the bank is cheaper to score
     # whole: those take the brute-force path.
     empty = torch.stack([~mask.any(dim=1) for _, mask in padded]).any(dim=0)
-    count = keep.sum(dim=1, dtype=torch.int32)  # a bool sum into int64 is 5x slower on CPU
+    count = torch.bincount(pair_q, minlength=len(best)).int()
     brute = empty | (count > max(256, n_entries // 16))
-    rows = (~brute & (count > 0)).nonzero().flatten()
-    # one nonzero over the rows that rescore, split per query (row-major order)
-    kept = torch.split(keep[rows].nonzero()[:, 1], count[rows].tolist()) if len(rows) else ()
-    for i, cand in zip(rows.tolist(), kept, strict=True):
-        if b.columns is not None:
-            cand = b.columns[cand]
+    if bool(brute.any()):
+        mine = ~brute[pair_q]
+        pair_q, pair_e = pair_q[mine], pair_e[mine]
+    if len(pair_q):
         got = [
-            _exact(ch, qs[i][mask[i]], cand)
+            _rescore(ch, repeat_first(qs, mask), pair_q, pair_e)
             for ch, (qs, mask) in zip(channels, padded, strict=True)
         ]
-        top, at = _combine(got).max(dim=0)
-        best[i], entry[i] = top, cand[at]
+        top, at = _top_per_query(_combine(got), pair_q, len(best))
+        has = at < len(pair_q)
+        best[has], entry[has] = top[has], pair_e[at[has]]
     if bool(brute.any()):
         full = [
             maxsim(qs[brute], mask[brute], ch.rows, ch.owner, n_entries, unit_keys=True)
@@ -236,33 +104,118 @@ def search_top1(
     return best, entry, count
 
 
+def _one_channel(
+    coded: QueryCodes, channel: Channel, threshold: float
+) -> tuple[Float[Tensor, " q"], Int[Tensor, " p"], Int[Tensor, " p"]]:
+    """One channel's prefilter: per query the upper bound of its best score, and the (query,
+    entry) pairs, by query then entry, whose approximate score could beat the best proved score
+    (best approximate minus its bound) and reach ``threshold``.
+
+    Where every entry is one code (one key per entry, no repeats), the pairs are taken block by
+    block against the running best, and the ``[queries, entries]`` matrix never exists: a
+    pair kept early is dropped at the end if the final best rules it out."""
+    bound = bound_of(coded, channel)
+    if channel.member_code is not None:
+        score = entry_scores(coded, channel)
+        top = score.amax(dim=1)
+        floor = torch.maximum(top - 2 * bound, threshold - bound)
+        pair_q, pair_e = (score >= floor[:, None]).nonzero().unbind(1)
+        return top + bound, pair_q, pair_e
+    dev = channel.rows.device
+    top = torch.full((len(bound),), float("-inf"), device=dev)
+    found: list[tuple[Tensor, Tensor, Tensor]] = []
+    for start, block in code_blocks(coded, channel.codes):
+        top = torch.maximum(top, block.amax(dim=1))
+        floor = torch.maximum(top - 2 * bound, threshold - bound)
+        q, c = (block >= floor[:, None]).nonzero().unbind(1)
+        found.append((q, c + start, block[q, c]))
+    pair_q, pair_e, score = (torch.cat(x) for x in zip(*found, strict=True))
+    floor = torch.maximum(top - 2 * bound, threshold - bound)
+    keep = score >= floor[pair_q]
+    pair_q, pair_e = pair_q[keep], pair_e[keep]
+    order = torch.argsort(pair_q * len(channel.codes.scale) + pair_e)
+    return top + bound, pair_q[order], pair_e[order]
+
+
+def _rescore(
+    channel: Channel,
+    padded: Float[Tensor, "q w d"],
+    pair_q: Int[Tensor, " p"],
+    pair_e: Int[Tensor, " p"],
+) -> Float[Tensor, " p"]:
+    """Float32 MaxSim (``maxsim``'s rule) of query ``pair_q[i]`` against entry ``pair_e[i]``,
+    for every pair at once: the query tokens against the distinct rows the pairs use, in
+    chunks of queries. ``padded`` holds each query's first token in its padding
+    (:func:`fmi.memory.codes.repeat_first`), so the max over tokens needs no mask; pairs are
+    ordered by query."""
+    n_q, width, _ = padded.shape
+    at, local = segments(channel.starts, pair_e)
+    rows = channel.order[at]
+    q_of_row = pair_q[local]
+    best = torch.empty(len(rows), device=padded.device)
+    # pairs are ordered by query, so a chunk of rows spans a range of queries
+    per_chunk = max(1, _RESCORE_ELEMENTS // (width * max(1, len(rows))))
+    bounds = torch.searchsorted(q_of_row, torch.arange(0, n_q + per_chunk, per_chunk))
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        if lo == hi:
+            continue
+        used, row_at = torch.unique(rows[lo:hi], return_inverse=True)
+        q0 = int(q_of_row[lo])
+        q1 = int(q_of_row[hi - 1]) + 1
+        sims = padded[q0:q1].reshape(-1, padded.shape[2]) @ channel.rows[used].T
+        sims = sims.view(q1 - q0, width, len(used))
+        best[lo:hi] = sims[q_of_row[lo:hi] - q0, :, row_at].amax(dim=1)
+    total = torch.zeros(len(pair_e), device=best.device).index_add_(0, local, best)
+    return total / torch.bincount(local, minlength=len(pair_e)).clamp_min(1)
+
+
+def _top_per_query(
+    scores: Float[Tensor, " p"], pair_q: Int[Tensor, " p"], n_q: int
+) -> tuple[Float[Tensor, " q"], Int[Tensor, " q"]]:
+    """Per query, its best pair score and the first pair that reaches it (``len(scores)``
+    where the query has no pair): ``max``'s first-occurrence rule over entries in order."""
+    top = torch.full((n_q,), float("-inf"), device=scores.device)
+    top = top.scatter_reduce(0, pair_q, scores, "amax")
+    index = torch.arange(len(scores), device=scores.device)
+    hit = torch.where(scores == top[pair_q], index, len(scores))
+    first = torch.full((n_q,), len(scores), device=scores.device, dtype=torch.long)
+    return top, first.scatter_reduce(0, pair_q, hit, "amin")
+
+
 def _dual_bounds(
-    channels: list[Channel], padded: list[tuple[Tensor, Tensor]], n_entries: int, threshold: float
+    channels: list[Channel], coded: list[QueryCodes], n_entries: int, threshold: float
 ) -> Bounds:
     """Bounds on ``clamp(symbol) * clamp(context)``.
 
-    The context channel is scored first. Since a symbol score is at most 1, an entry whose
-    context bound stays below a positive ``threshold`` for every query cannot fire: its symbol
-    rows are not scored, and its context bound is its upper bound. So the symbol channel, the
-    costly one, is scored only on the entries some query's context could open."""
-    ctx, e_c = approx_maxsim(*padded[1], channels[1], n_entries)
-    ctx_high = ctx.clamp_min(0) + e_c[:, None]
+    The context channel is scored first, once per group of entries that share their context
+    codes. Since a symbol score is at most 1, a group whose context bound stays below a
+    positive ``threshold`` for every query cannot fire: its entries' symbol rows are not
+    scored, and its context bound is their upper bound. So the symbol channel, the costly one,
+    is scored only on the entries some query's context could open."""
+    sym_ch, ctx_ch = channels
+    ctx_g = group_scores(coded[1], ctx_ch)
+    e_c = bound_of(coded[1], ctx_ch)
+    high_g = ctx_g.clamp_min(0) + e_c[:, None]
     columns = None
-    outside = torch.full((len(ctx),), float("-inf"), device=ctx.device)
-    if threshold > 0:
-        opened = (ctx_high >= threshold).any(dim=0)
-        if not bool(opened.all()):
-            outside = ctx_high[:, ~opened].amax(dim=1) if bool((~opened).any()) else outside
-            columns = opened.nonzero().flatten()
-            ctx, ctx_high = ctx[:, columns], ctx_high[:, columns]
-    ctx = ctx.clamp_min(0)
+    outside = torch.full((len(ctx_g),), float("-inf"), device=ctx_g.device)
+    opened = (high_g >= threshold).any(dim=0) if threshold > 0 else None
+    if opened is not None and not bool(opened.all()):
+        if bool((~opened).any()):
+            outside = high_g[:, ~opened].amax(dim=1)
+        columns, _ = segments(ctx_ch.group_starts, opened.nonzero().flatten())
+        columns = ctx_ch.group_order[columns].sort().values
+    group = ctx_ch.group
     if columns is None:
-        sym, e_s = approx_maxsim(*padded[0], channels[0], n_entries)
-    elif len(columns):
-        sym, e_s = approx_maxsim(*padded[0], channels[0], n_entries, columns)
+        ctx = ctx_g if group is None else ctx_g[:, group]
     else:
-        sym, e_s = torch.zeros_like(ctx), torch.zeros(len(ctx), device=ctx.device)
-    sym = sym.clamp_min(0)
+        ctx = ctx_g[:, columns if group is None else group[columns]]
+    ctx_high = ctx.clamp_min(0) + e_c[:, None]
+    ctx = ctx.clamp_min(0)
+    e_s = bound_of(coded[0], sym_ch)
+    if columns is None or len(columns):
+        sym = entry_scores(coded[0], sym_ch, columns).clamp_min(0)
+    else:
+        sym, e_s = torch.zeros_like(ctx), torch.zeros_like(e_s)
     slack = e_s[:, None] * ctx_high + sym * e_c[:, None]
     return Bounds(sym * ctx - slack, sym * ctx + slack, columns, outside)
 

@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from fmi.errors import EntryNotFoundError
+from fmi.memory.codes import Channel
 from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry, KeyEncoder
 from fmi.memory.file_format import (
     check_model,
@@ -24,7 +25,7 @@ from fmi.memory.file_format import (
     save_memory_file,
 )
 from fmi.memory.keys import Standardizer
-from fmi.memory.search import Channel
+from fmi.memory.plan import ReadPlan
 
 if TYPE_CHECKING:
     from fmi.memory.ask import Answer
@@ -75,6 +76,7 @@ class FastMemory:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _search: dict[str, Channel] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _plan: ReadPlan = field(default_factory=ReadPlan, init=False, repr=False, compare=False)
 
     def key_index(self, channel: str) -> tuple[Float[Tensor, "m k"], Int[Tensor, " m"]]:
         """Unit-norm keys of one retrieval channel and the entry owning each row, computed once
@@ -104,6 +106,12 @@ class FastMemory:
             keys, owner = self.key_index(channel)
             self._search[channel] = Channel.of(keys, owner, len(self))
         return self._search[channel]
+
+    @property
+    def read_plan(self) -> ReadPlan:
+        """What reading this memory measured of the search and the score matrix, and the rule
+        that chooses between them (:mod:`fmi.memory.plan`); a new memory starts afresh."""
+        return self._plan
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fmi.memory.codes import Channel, Quantized, approx_maxsim
 from fmi.memory.keys import maxsim, pad_queries
-from fmi.memory.search import Channel, Quantized, approx_maxsim, search_top1
+from fmi.memory.search import search_top1
 
 
 def _unit(*shape: int, gen: torch.Generator) -> torch.Tensor:
@@ -57,7 +58,7 @@ def test_prefilter_stays_within_its_bound(per):
     rows, owner = _bank(300, per, 48, seed=1)
     queries = _queries(rows, owner, 12, seed=2)
     qs, mask = pad_queries([torch.nn.functional.normalize(q, dim=-1) for q in queries])
-    approx, bound = approx_maxsim(qs, mask, Channel.of(rows, owner, 300), 300, block=64)
+    approx, bound = approx_maxsim(qs, mask, Channel.of(rows, owner, 300))
     exact = _brute(rows, owner, 300, queries)
     assert bool(((approx - exact).abs() <= bound[:, None]).all())
     assert float((approx - exact).abs().max()) > 0  # the codes are not exact: the bound matters
@@ -158,12 +159,12 @@ def test_repeated_rows_share_one_code_and_stay_exact():
     owner = torch.cat([owner, torch.arange(n)])
     channel = Channel.of(rows, owner, n)
     # a copy whose noise crosses a rounding boundary keeps a code of its own: fewer shared
-    assert channel.inverse is not None and n + 3 <= channel.codes.codes.shape[0] < n + 100
+    assert n + 3 <= channel.codes.codes.shape[0] < n + 100
     assert 0 < channel.spread < 1e-4
     queries = _queries(sym_rows, torch.arange(n), 10, seed=14)
     queries = [torch.cat([q, 2 * contexts[i % 3][None]]) for i, q in enumerate(queries)]
     qs, mask = pad_queries([torch.nn.functional.normalize(q, dim=-1) for q in queries])
-    approx, bound = approx_maxsim(qs, mask, channel, n)
+    approx, bound = approx_maxsim(qs, mask, channel)
     exact = _brute(rows, owner, n, queries)
     assert bool(((approx - exact).abs() <= bound[:, None]).all())
     best, entry, _ = search_top1([channel], [queries], n)
@@ -192,16 +193,24 @@ def test_dual_key_scores_symbols_only_where_a_context_could_open(monkeypatch):
     thr = 0.3
     assert (ref_best >= thr).any() and (ref_best < thr).any()
     scored = []
-    real = search.approx_maxsim
+    real_groups, real_entries = search.group_scores, search.entry_scores
 
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        scored.append(out[0].shape[1])
+    def spy_groups(*args, **kwargs):
+        out = real_groups(*args, **kwargs)
+        scored.append(("groups", out.shape[1]))
         return out
 
-    monkeypatch.setattr(search, "approx_maxsim", spy)
+    def spy_entries(*args, **kwargs):
+        out = real_entries(*args, **kwargs)
+        scored.append(("entries", out.shape[1]))
+        return out
+
+    monkeypatch.setattr(search, "group_scores", spy_groups)
+    monkeypatch.setattr(search, "entry_scores", spy_entries)
     best, entry, _ = search_top1(channels, [sym_q, ctx_q], n, threshold=thr)
-    assert scored[0] == n and scored[1] <= n // n_ctx  # context first, then symbols of context 0
+    # the context channel once per context (its group), then symbols of context 0's entries only
+    assert scored[0] == ("groups", n_ctx)
+    assert scored[1][0] == "entries" and scored[1][1] <= n // n_ctx
     on = ref_best >= thr
     assert torch.equal(entry[on], ref_entry[on])
     torch.testing.assert_close(best[on], ref_best[on], rtol=1e-5, atol=1e-6)
