@@ -33,7 +33,8 @@ def retrieval(
     - ``matrix``: ``score_queries`` + ``decide`` on torch's thread setting;
     - ``search``: ``read_decide(way="search")``, the int8 prefilter and float32 rescoring, on
       the threads the cores leave free;
-    - ``read``: ``read_decide`` as reading calls it, the rule choosing search or matrix; its
+    - ``read``: ``read_decide`` as reading calls it (the matrix below its ``min_search`` of 4,096
+      entries; above, the rule choosing search or matrix); its
       measurements start afresh (``read_plan.clear()``), so its warm-up call is the rule's first
       measurement, and ``read_way`` is the way its last call took;
 
@@ -67,8 +68,8 @@ def _one(
     def search() -> Decision:
         return read_decide(bank, mode, *args, min_search=0, way="search")
 
-    def read() -> Decision:
-        return read_decide(bank, mode, *args, min_search=0)
+    def read() -> Decision:  # as reading calls it: below 4,096 entries, the matrix alone
+        return read_decide(bank, mode, *args)
 
     n_q = len(args[2])
     t = median_seconds(ticking({"matrix": matrix, "search": search}, bar), repeats)

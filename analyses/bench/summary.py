@@ -58,3 +58,34 @@ def _retrieval_lines(by_bank: dict, indent: str) -> list[str]:
                     f"{r['same_entries']:.2f}{rescored}; {r['threads']} threads)"
                 )
     return lines
+
+
+def retrieval_table(doc: dict) -> str:
+    """The retrieval figures, idle and with one core busy side by side, as the Markdown table
+    ``docs/capacity.md`` quotes (a test checks the page against the committed JSON).
+
+    >>> row = {"matrix": 5.0, "search": 1.0, "read": 1.1, "read_way": "search", "rescored": 3.0}
+    >>> doc = {"retrieval_ms_per_query": {"written": {"dual_key": {"100000": row}}},
+    ...        "loaded": {"retrieval_ms_per_query": {"written": {"dual_key": {"100000": row}}}}}
+    >>> retrieval_table(doc).splitlines()[2].split(" | ")[:6]
+    ['| written', 'dual_key', '100,000', '5.000', '1.000', '**1.100** (search)']
+    """
+    lines = [
+        "| bank | mode | entries | idle: matrix | search | read | one core busy: matrix | search "
+        "| read | rescored |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    loaded = doc.get("loaded", {}).get("retrieval_ms_per_query", {})
+    for bank, by_mode in doc["retrieval_ms_per_query"].items():
+        for mode, by_size in by_mode.items():
+            for n, r in by_size.items():
+                cells = [bank, mode, f"{int(n):,}", *_ms(r)]
+                busy = loaded.get(bank, {}).get(mode, {}).get(n)
+                cells += _ms(busy) if busy else ["-", "-", "-"]
+                cells.append(f"{r.get('rescored', float('nan')):g}")
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ms(r: dict) -> list[str]:
+    return [f"{r['matrix']:.3f}", f"{r['search']:.3f}", f"**{r['read']:.3f}** ({r['read_way']})"]

@@ -13,6 +13,7 @@ setting. Where that cannot be read (another OS), torch's setting stands.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,24 @@ def other_running(proc: Path = Path("/proc")) -> int | None:
     return None if total is None else max(0, total - own)
 
 
+_SEEN: list[tuple[float, int | None]] = []  # (when, other_running) of the last reading
+FRESH_S = 0.1
+
+
+def other_running_recently(now: float | None = None) -> int | None:
+    """:func:`other_running`, read again only if the last reading is older than ``FRESH_S``
+    (a reading costs about 0.3 ms; a read call of many queries takes milliseconds or more).
+
+    >>> first = other_running_recently(now=1e9)
+    >>> other_running_recently(now=1e9 + 0.05) == first   # within FRESH_S: not read again
+    True
+    """
+    now = time.monotonic() if now is None else now
+    if not _SEEN or not 0 <= now - _SEEN[0][0] <= FRESH_S:
+        _SEEN[:] = [(now, other_running())]
+    return _SEEN[0][1]
+
+
 def free_threads(cores: int, others: int | None, limit: int) -> int:
     """The rule: the cores ``others`` leave free, at least 1, at most ``limit``; ``limit`` where
     ``others`` is unknown.
@@ -88,7 +107,7 @@ def torch_threads(n: int | None = None) -> Iterator[int]:
     (1, 1, True)
     """
     before = torch.get_num_threads()
-    use = free_threads(available_cores(), other_running(), before) if n is None else n
+    use = free_threads(available_cores(), other_running_recently(), before) if n is None else n
     if use != before:
         torch.set_num_threads(use)
     try:

@@ -261,8 +261,8 @@ def read_decide(
     if mode not in SEARCHED or len(memory) < min_search:
         scores = score_queries(memory, symbol_acts, token_acts, content, modes=(mode,))
         return decide(mode, scores, memory, gate=gate)
-    channels = [memory.search_channel(name) for name in SEARCHED[mode]]  # built before timing
     if way == "auto":
+        channels = [memory.search_channel(name) for name in SEARCHED[mode]]  # before timing
         tokens = sum(int(c.sum()) for c in content)
         work = sum(tokens * ch.rows.shape[0] * ch.rows.shape[1] for ch in channels)
         way = memory.read_plan.choose(mode, matrix_seconds(work) / max(1, len(content)))

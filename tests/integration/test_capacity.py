@@ -201,12 +201,18 @@ def test_bench_measures_every_figure(tiny_neox):
     assert doc["write"]["ratio"] > 0 and doc["generation"]["plain_s"] > 0
     for mode in cfg.modes:
         assert doc["generation"][mode]["ratio"] > 0
-        by_size = doc["retrieval_ms_per_query"][mode]
-        assert set(by_size) == {50, 200}
-        for row in by_size.values():
-            assert row["matrix"] > 0 and row["search"] > 0
-            assert row["same_entries"] == 1.0  # the search is exact
-            assert 1 <= row["rescored"] <= 200
+        assert doc["loaded"]["generation"][mode]["ratio"] > 0
+        for case in (doc, doc["loaded"]):
+            for bank in ("written", "random"):
+                by_size = case["retrieval_ms_per_query"][bank][mode]
+                assert set(by_size) == {50, 200}
+                for row in by_size.values():
+                    assert row["matrix"] > 0 and row["search"] > 0 and row["read"] > 0
+                    assert row["same_entries"] == 1.0  # the search is exact, either way
+                    assert row["read_way"] in ("search", "matrix") and row["threads"] >= 1
+                    assert 1 <= row["rescored"] <= 200
+    busy = doc["loaded"]["busy_process"]
+    assert busy["alive_at_end"] and 0 < busy["seconds"] < busy["limit_s"]
     assert doc["peak_memory"]["rss_mib"] > 0
     m = doc["multi_token"]
     assert m["answer_tokens"] == 3 and m["labels"] and m["write_ratio"] > 0
@@ -214,6 +220,8 @@ def test_bench_measures_every_figure(tiny_neox):
     lines = summary_lines(doc)
     assert any("write / forward" in x for x in lines)
     assert any(x.startswith("3-token answers: write / forward") for x in lines)
+    assert any(x.startswith("loaded (one core busy") for x in lines)
+    assert any(x.startswith("  random bank, dual_key: retrieval") for x in lines)
     assert all(not hp.fwd_hooks for hp in tiny_neox.bridge.hook_dict.values())
 
 
@@ -278,3 +286,23 @@ def test_report_rebuilds_from_its_json_and_fits_only_unmemorized_rows(capacity_r
     assert not isinstance(law, str) and law.n_points == 9
     assert abs(law.exponents["N"] - 0.5) < 1e-6 and abs(law.exponents["r"] + 0.25) < 1e-6
     assert isinstance(loss_law(rows[-1:]), str)  # nothing left to fit: a reason, not a law
+
+
+def test_random_bank_matches_nothing_and_abstains_nowhere(quick_setup):
+    from analyses.bench.bank import random_bank
+    from fmi.memory.write import write_memory
+
+    s = quick_setup
+    split = s.task.split("same")
+    _, memory = write_memory(s.model, list(split.bindings), split.templates, s.fitted, s.cfg.recall)
+    bank = random_bank(memory, 40, seed=0)
+    assert len(bank) == 40 and bank.thresholds == {}
+    assert not any(
+        torch.equal(bank.symbol_keys[j], memory.symbol_keys[i])
+        for j in range(40)
+        for i in range(len(memory))
+    )
+    # every entry has context rows of its own
+    ctx = bank.token_role == CONTEXT_ROLE
+    n_ctx = int(ctx.sum()) // 40
+    assert len(torch.unique(bank.token_keys[ctx], dim=0)) == 40 * n_ctx

@@ -89,6 +89,10 @@ def test_the_bench_figures_quoted_equal_the_json():
     assert f"{m['memory_s']:.3f} / {m['plain_s']:.3f} s =\n  **{m['generation_ratio']:.3f}**" in (
         page
     )
+    from analyses.bench.summary import retrieval_table
+
+    assert retrieval_table(doc) in page  # idle and one core busy, every bank, mode and size
+    assert f"at {doc['header']['git'][:7]} (seed 0" in page
 
 
 def test_the_headline_view_examples_run():

@@ -4,12 +4,14 @@ decision and what counts as retrieving right, on hand-made scores and a hand-mad
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from fmi.errors import ConfigError
 from fmi.memory.entry import Entry
+from fmi.memory.plan import ReadPlan
 from fmi.memory.retrieve import (
     MODES,
     QueryScores,
@@ -33,6 +35,10 @@ class Bank:
         self.thresholds = thresholds or {}
         self.dual_weights = dual_weights
         self.alpha = alpha
+        self.read_plan = ReadPlan()
+
+    def search_channel(self, name):
+        return SimpleNamespace(rows=torch.zeros(len(self.entries), 2))
 
     def __len__(self):
         return len(self.entries)
@@ -294,7 +300,7 @@ def test_read_decide_chooses_matrix_or_search(monkeypatch, mode, size, min_searc
     bank = Bank(thresholds={"dual_key": 0.25})
     bank.entries = bank.entries[:1] * size
     acts = (["sym"], ["tok"], ["content"])
-    got = read_decide(bank, mode, *acts, gate=["game A"], min_search=min_search)
+    got = read_decide(bank, mode, *acts, gate=["game A"], min_search=min_search, way="search")
     if path == "matrix":
         assert got == "decide"
         assert spy.calls == [

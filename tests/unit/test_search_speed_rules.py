@@ -59,6 +59,17 @@ def test_other_running_never_goes_below_zero(tmp_path):
     assert other_running(_fake_proc(tmp_path, 1, ["R", "R"])) == 0
 
 
+def test_the_reading_is_reused_for_a_tenth_of_a_second(monkeypatch):
+    import fmi.core.threads as threads
+
+    reads = iter([1, 0, 0])
+    monkeypatch.setattr(threads, "other_running", lambda: next(reads))
+    monkeypatch.setattr(threads, "_SEEN", [])
+    assert threads.other_running_recently(now=100.0) == 1
+    assert threads.other_running_recently(now=100.09) == 1  # reused
+    assert threads.other_running_recently(now=100.11) == 0  # stale: read again
+
+
 def test_torch_threads_restores_the_setting_after_an_exception():
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError), torch_threads(1):
