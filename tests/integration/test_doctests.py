@@ -51,6 +51,12 @@ MODULES = [
     "analyses.edit.figures",
     "analyses.edit.rome.update",
     "analyses.edit.rome.method",
+    "analyses.sweep.config",
+    "analyses.sweep.cells",
+    "analyses.sweep.executors",
+    "analyses.sweep.merge",
+    "analyses.sweep.figures",
+    "analyses.sweep.run",
 ]
 
 
