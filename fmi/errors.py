@@ -40,6 +40,10 @@ class ConfigError(FmiError):
     """An invalid configuration value."""
 
 
+class DeviceUnavailableError(ConfigError):
+    """A device this machine does not have (``cuda`` without CUDA, ``cuda:3`` on one GPU)."""
+
+
 class OutputPathError(FmiError):
     """An output path that cannot be written (a directory, under a file, not writable)."""
 

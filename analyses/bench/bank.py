@@ -61,7 +61,9 @@ def synthetic_bank(
     enc = memory.encoder
 
     def draw(rows: int, std: Standardizer) -> torch.Tensor:
-        return std.mean + std.std * torch.randn(rows, std.mean.shape[0], generator=gen)
+        # drawn on the CPU (the seeded generator's device), moved with the rest at the end
+        noise = torch.randn(rows, std.mean.shape[0], generator=gen)
+        return std.mean.cpu() + std.std.cpu() * noise
 
     contexts = draw(max(1, n // entries_per_context) * n_ctx, enc.token_std).view(
         -1, n_ctx, enc.token_std.mean.shape[0]

@@ -23,7 +23,7 @@ from analyses.capacity.search_cost import search_rows
 from fmi.experiments.labels import check_labels
 from fmi.experiments.recall import task_for
 from fmi.memory.fit import fit
-from fmi.models.registry import LoadedModel, load_model
+from fmi.models.registry import LoadedModel, load_model, report_name
 from fmi.reporting.atomic import write_json
 from fmi.reporting.provenance import header
 from fmi.reporting.report import Report, write_report
@@ -104,5 +104,9 @@ def render(doc: dict[str, Any], out_dir: str | Path | None = None) -> Path:
             "power_law": doc["power_law"],
         },
     )
-    out = Path(out_dir) if out_dir is not None else Path("reports") / doc["model"]
+    out = (
+        Path(out_dir)
+        if out_dir is not None
+        else Path("reports") / report_name(doc["model"], doc["header"]["model"].get("revision"))
+    )
     return write_report(report, out)

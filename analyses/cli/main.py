@@ -1,5 +1,5 @@
 """The ``fmi`` command line: ``models``, ``recall``, ``analyses``, ``compare``, ``capacity``,
-``bench``, ``inspect``, ``memory``."""
+``bench``, ``inspect``, ``memory``, ``sweep``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from analyses.cli import memory as memory_cli
-from analyses.cli.options import parser
+from analyses.cli import sweep as sweep_cli
+from analyses.cli.options import parser, placement
 from fmi.errors import ConfigError, FmiError, Interrupted
 from fmi.reporting.atomic import write_json
 
@@ -72,7 +73,7 @@ def _recall(args: argparse.Namespace) -> int:
         if args.resume:
             raise ConfigError("--resume is not available with --seeds yet; run one seed each")
         return _recall_seeds(args, cfg)
-    model = load_model(args.model, seed=args.seed)
+    model = load_model(args.model, seed=args.seed, **placement(args))
     units = None
     if args.json:
         from fmi.experiments.recall import recall_fingerprint
@@ -95,11 +96,19 @@ def _recall_seeds(args: argparse.Namespace, cfg) -> int:
     from fmi.models.registry import load_model
 
     seeds = parse_seeds(args.seeds)
-    model = load_model(args.model, seed=seeds[0])
+    model = load_model(args.model, seed=seeds[0], **placement(args))
     doc = run_seeds(model, cfg, seeds, progress=not args.quiet)
     print(seeds_report(doc))
     _write_json(args.json, doc)
     return 0
+
+
+def _load(name: str, seed: int, args: argparse.Namespace):
+    """:func:`fmi.models.registry.load_model` with the command's ``--revision``, ``--device``
+    and ``--dtype``."""
+    from fmi.models.registry import load_model
+
+    return load_model(name, seed=seed, **placement(args))
 
 
 def _write_json(path: str | None, doc: dict) -> None:
@@ -119,7 +128,10 @@ def _analyses(args: argparse.Namespace) -> int:
         cfg = AnalysisConfig.quick_config(model=args.model or "tiny-gemma", seed=args.seed)
     else:
         cfg = AnalysisConfig(model=args.model or "auto", seed=args.seed)
-    run_analyses(cfg, args.out, names=names, progress=not args.quiet, resume=args.resume)
+    model = _load(cfg.model, cfg.seed, args)
+    run_analyses(
+        cfg, args.out, names=names, model=model, progress=not args.quiet, resume=args.resume
+    )
     return 0
 
 
@@ -146,7 +158,8 @@ def _compare(args: argparse.Namespace) -> int:
         from fmi.experiments.seeds import parse_seeds
 
         seeds = parse_seeds(args.seeds)
-        doc = run_compare_seeds(cfg, seeds, args.out, progress=not args.quiet)
+        model = _load(cfg.model, seeds[0], args)
+        doc = run_compare_seeds(cfg, seeds, args.out, model=model, progress=not args.quiet)
         for seed, one in doc["per_seed"].items():
             for name, result in one["splits"].items():
                 print(f"model {doc['model']} | seed {seed} | split {name}")
@@ -155,7 +168,12 @@ def _compare(args: argparse.Namespace) -> int:
         _write_json(args.json, doc)
         return 0
     doc, path = run_compare(
-        cfg, args.out, json_path=args.json, progress=not args.quiet, resume=args.resume
+        cfg,
+        args.out,
+        model=_load(cfg.model, cfg.seed, args),
+        json_path=args.json,
+        progress=not args.quiet,
+        resume=args.resume,
     )
     for name, result in doc["splits"].items():
         print(f"model {doc['model']} | split {name} | {doc['header']['wall_seconds']} s")
@@ -200,9 +218,9 @@ def _edit(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--data must be known-cf, nonce-cf or a .json / .jsonl file, got {args.data!r}"
         )
-    model = load_model(cfg.model, seed=cfg.seeds[0])
+    model = load_model(cfg.model, seed=cfg.seeds[0], **placement(args))
     doc = run_edit(model, cfg, progress=not args.quiet)
-    path = write_outputs(doc, args.json, args.out or Path("reports") / model.name)
+    path = write_outputs(doc, args.json, args.out or Path("reports") / model.slug)
     print(f"model {model.name} | data {doc['data']} | {doc['header']['wall_seconds']} s")
     print(markdown_table(doc))
     print(f"wrote {path}" + (f" and {args.json}" if args.json else ""))
@@ -233,7 +251,10 @@ def _capacity(args: argparse.Namespace) -> int:
         cfg = replace(cfg, sizes=sizes, lora_sizes=tuple(lora))
     if args.lora_sizes is not None:
         cfg = replace(cfg, lora_sizes=_sizes(args.lora_sizes, "--lora-sizes"))
-    doc, path = run_capacity(cfg, args.out, json_path=args.json, progress=not args.quiet)
+    model = _load(cfg.model, cfg.seed, args)
+    doc, path = run_capacity(
+        cfg, args.out, model=model, json_path=args.json, progress=not args.quiet
+    )
     print(f"model {doc['model']} | {doc['header']['seconds']}")
     print(markdown_tables(doc["curve"], doc["lora"]))
     law = doc["power_law"]
@@ -248,7 +269,7 @@ def _bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, seed=args.seed, prompts=args.prompts, repeats=args.repeats)
     if args.quick:
         cfg = BenchConfig.quick_config(model=args.model, seed=args.seed)
-    doc = run_bench(cfg, progress=not args.quiet)
+    doc = run_bench(cfg, model=_load(cfg.model, cfg.seed, args), progress=not args.quiet)
     print("\n".join(summary_lines(doc)))
     _write_json(args.json, doc)
     return 0
@@ -270,6 +291,7 @@ def _inspect(args: argparse.Namespace) -> int:
         n_eval=args.n_eval,
         seed=args.seed,
         force=args.force,
+        **placement(args),
     )
     print(ins.summary())
     print(f"wrote {path}")
@@ -345,6 +367,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "compare": _compare,
         "edit": _edit,
         "memory": memory_cli.run,
+        "sweep": sweep_cli.run,
     }[args.command]
     try:
         _check_outputs(args)

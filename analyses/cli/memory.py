@@ -20,13 +20,15 @@ from pathlib import Path
 
 from fmi.errors import ConfigError
 
+MODEL_HELP = "registry name (see `fmi models`), Hugging Face id or local directory; default auto"
+
 
 def add_parser(sub) -> None:
     m = sub.add_parser("memory", help="a memory file: new, write, ask, list, delete")
     msub = m.add_subparsers(dest="memory_command", required=True)
     n = msub.add_parser("new", help="fit on the built-in training split; save an empty memory")
     n.add_argument("file")
-    n.add_argument("--model", default="auto", help="registry name (see `fmi models`)")
+    n.add_argument("--model", default="auto", help=MODEL_HELP)
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--quick", action="store_true", help="a tiny fit (seconds; for smoke tests)")
     n.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -54,7 +56,13 @@ def _load(path: str):
     from fmi.models.registry import load_model
 
     meta = memory_metadata(path)
-    model = load_model(meta["model_name"], announce=lambda m: print(m, file=sys.stderr))
+    written = meta.get("fingerprint") or {}  # the revision and dtype it was written with
+    model = load_model(
+        meta["model_name"],
+        announce=lambda m: print(m, file=sys.stderr),
+        revision=written.get("revision"),
+        dtype=written.get("dtype", "float32"),
+    )
     return model, FastMemory.load(path, model)
 
 
@@ -70,6 +78,7 @@ def _locked_file(path: str) -> AbstractContextManager[Path]:
 
 
 def _new(args: argparse.Namespace) -> int:
+    from analyses.cli.options import placement
     from fmi.experiments.config import RecallConfig
     from fmi.memory.file_format import locked
     from fmi.memory.store import FastMemory
@@ -77,7 +86,12 @@ def _new(args: argparse.Namespace) -> int:
 
     if Path(args.file).exists() and not args.force:
         raise ConfigError(f"{args.file} exists; pass --force to overwrite it")
-    model = load_model(args.model, seed=args.seed, announce=lambda m: print(m, file=sys.stderr))
+    model = load_model(
+        args.model,
+        seed=args.seed,
+        announce=lambda m: print(m, file=sys.stderr),
+        **placement(args),
+    )
     cfg = (RecallConfig.quick if args.quick else RecallConfig)(model=model.name, seed=args.seed)
     memory = FastMemory.fit(model, cfg)
     Path(args.file).parent.mkdir(parents=True, exist_ok=True)

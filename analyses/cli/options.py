@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from typing import TypedDict
 
 from analyses.cli import memory as memory_cli
+from analyses.cli import sweep as sweep_cli
+
+MODEL_HELP = memory_cli.MODEL_HELP
+QUICK_MODEL_HELP = MODEL_HELP + " (tiny-gemma with --quick)"
 
 
 def _recall_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     """``fmi recall``'s options."""
     r = sub.add_parser("recall", help="write, read and measure the fast memory")
-    r.add_argument("--model", default="auto", help="registry name (see `fmi models`); default auto")
+    r.add_argument("--model", default="auto", help=MODEL_HELP)
     r.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
     r.add_argument("--modes", default=",".join(modes), help="comma-separated: " + ", ".join(modes))
     r.add_argument("--seed", type=int, default=0)
@@ -52,7 +57,7 @@ def _recall_parser(sub, defaults, modes: tuple[str, ...]) -> None:
 def _analyses_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     """``fmi analyses``'s options."""
     a = sub.add_parser("analyses", help="every analysis as a Plotly HTML report, plus an index")
-    a.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    a.add_argument("--model", help=QUICK_MODEL_HELP)
     a.add_argument("--out", help="output directory; default reports/<model>")
     a.add_argument("--only", help="comma-separated subset of the analyses")
     a.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for smoke tests)")
@@ -68,7 +73,7 @@ def _analyses_parser(sub, defaults, modes: tuple[str, ...]) -> None:
 def _compare_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     """``fmi compare``'s options."""
     c = sub.add_parser("compare", help="the fast memory against baselines, one HTML report")
-    c.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    c.add_argument("--model", help=QUICK_MODEL_HELP)
     c.add_argument("--task", default="builtin", help="'builtin' or a task file (.json)")
     c.add_argument(
         "--splits", help="comma-separated evaluation splits; default same (a task file: file)"
@@ -103,7 +108,7 @@ def _edit_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     e.add_argument("--scored", type=int, help="edits scored at every T; default 100")
     e.add_argument("--max-new-tokens", type=int, default=0, help="greedy tokens (0: auto)")
     e.add_argument("--cell-budget", type=float, default=900.0, help="write seconds per cell")
-    e.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    e.add_argument("--model", help=QUICK_MODEL_HELP)
     e.add_argument("--out", help="output directory; default reports/<model>")
     e.add_argument("--json", help="also write the results document here")
     e.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
@@ -112,7 +117,7 @@ def _edit_parser(sub, defaults, modes: tuple[str, ...]) -> None:
 def _capacity_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     """``fmi capacity``'s options."""
     k = sub.add_parser("capacity", help="read vs bank size, and LoRA adapters on the same data")
-    k.add_argument("--model", help="registry name; default auto (tiny-gemma with --quick)")
+    k.add_argument("--model", help=QUICK_MODEL_HELP)
     k.add_argument("--sizes", help="comma-separated even bank sizes; default 10,100,1000,10000")
     k.add_argument(
         "--lora-sizes", help="sizes (among --sizes) the LoRA probe trains on; '' skips it"
@@ -129,7 +134,7 @@ def _capacity_parser(sub, defaults, modes: tuple[str, ...]) -> None:
 def _bench_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     """``fmi bench``'s options."""
     b = sub.add_parser("bench", help="write, generation and retrieval cost, side by side")
-    b.add_argument("--model", default="auto", help="registry name; default auto")
+    b.add_argument("--model", default="auto", help=MODEL_HELP)
     b.add_argument("--prompts", type=int, default=64, help="statements and questions timed")
     b.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is kept)")
     b.add_argument("--json", help="also write the figures here")
@@ -140,7 +145,7 @@ def _bench_parser(sub, defaults, modes: tuple[str, ...]) -> None:
 def _inspect_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     """``fmi inspect``'s options."""
     i = sub.add_parser("inspect", help="one read prompt as an offline circuitsvis HTML page")
-    i.add_argument("--model", default="auto", help="registry name; default auto")
+    i.add_argument("--model", default="auto", help=MODEL_HELP)
     i.add_argument("--context", required=True, help="the binding's context, e.g. 'game A'")
     i.add_argument("--symbol", required=True, help="the invented word to read back")
     i.add_argument("--label", help="write (context, symbol) -> label first (one token)")
@@ -181,7 +186,9 @@ def parser() -> argparse.ArgumentParser:
     ):
         add(sub, defaults, MODES)
     memory_cli.add_parser(sub)
+    sweep_cli.add_parser(sub)
     _every_leaf_quiet(p)
+    _every_model_leaf_placed(p)
     return p
 
 
@@ -198,3 +205,33 @@ def _every_leaf_quiet(p: argparse.ArgumentParser) -> None:
     for leaf in _leaves(p):
         if not any("--quiet" in a.option_strings for a in leaf._actions):
             leaf.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _every_model_leaf_placed(p: argparse.ArgumentParser) -> None:
+    """``--revision``, ``--device`` and ``--dtype`` beside every ``--model``: how the model is
+    loaded (:func:`fmi.models.registry.load_model`)."""
+    for leaf in _leaves(p):
+        options = {o for a in leaf._actions for o in a.option_strings}
+        if "--model" not in options or "--device" in options:
+            continue
+        leaf.add_argument(
+            "--revision", help="Hub revision: branch, tag or commit (e.g. Pythia's step1000)"
+        )
+        leaf.add_argument(
+            "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N, mps"
+        )
+        leaf.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+
+
+class Placement(TypedDict):
+    """The keywords of ``load_model`` that the ``--revision``, ``--device`` and ``--dtype``
+    options give."""
+
+    revision: str | None
+    device: str
+    dtype: str
+
+
+def placement(args: argparse.Namespace) -> Placement:
+    """The ``revision``, ``device`` and ``dtype`` keywords of ``load_model`` from the options."""
+    return {"revision": args.revision, "device": args.device, "dtype": args.dtype}

@@ -48,7 +48,7 @@ def threshold(entropy: Float[Tensor, " n"], keep: float) -> float:
     >>> threshold(e, 0.5), int(gate(e, threshold(e, 0.5)).sum())
     (2.0, 3)
     """
-    return float(np.quantile(entropy.numpy(), 1.0 - keep, method="lower"))
+    return float(np.quantile(entropy.cpu().numpy(), 1.0 - keep, method="lower"))
 
 
 def gate(entropy: Float[Tensor, " n"], tau: float) -> Bool[Tensor, " n"]:
@@ -147,8 +147,8 @@ def _gated(
     question_entropy: Float[Tensor, " q"],
 ) -> tuple[Bool[Tensor, " q"], Outputs, dict]:
     """The gated decision, its outputs, and the detail shared by both gated rows."""
-    written = gate(written_entropy, taus["write"])
-    asked = gate(question_entropy, taus["read"])
+    written = gate(written_entropy, taus["write"]).to(dual.active.device)
+    asked = gate(question_entropy, taus["read"]).to(dual.active.device)
     active = dual.active & asked & written[dual.entry.clamp_min(0)]
     detail = {
         "thresholds": taus,

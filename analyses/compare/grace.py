@@ -65,7 +65,10 @@ class Codebook:
 def build(keys: Float[Tensor, "n d"], labels: list[int], eps_init: float) -> Codebook:
     """Add the edits ``keys`` (labels ``labels``) in order with GRACE's add / expand / split
     rules (see the module)."""
-    book = Codebook(torch.zeros(0, keys.shape[1]), torch.zeros(0), [], [], [])
+    dev = keys.device
+    book = Codebook(
+        torch.zeros(0, keys.shape[1], device=dev), torch.zeros(0, device=dev), [], [], []
+    )
     for e, (key, label) in enumerate(zip(keys.float(), labels, strict=True)):
         if len(book.labels):
             d = torch.linalg.vector_norm(book.keys - key, dim=1)
@@ -85,7 +88,7 @@ def build(keys: Float[Tensor, "n d"], labels: list[int], eps_init: float) -> Cod
 
 def _add(book: Codebook, key: Tensor, radius: float, label: int, edit: int) -> None:
     book.keys = torch.cat([book.keys, key[None]])
-    book.radii = torch.cat([book.radii, torch.tensor([radius])])
+    book.radii = torch.cat([book.radii, torch.tensor([radius], device=book.radii.device)])
     book.labels.append(label)
     book.owner.append(edit)
     book.code_of.append(len(book.labels) - 1)
@@ -140,7 +143,7 @@ def train_values(
                 logits = bridge(
                     enc.tokens, attention_mask=enc.mask, logits_to_keep=answer_only(enc.tokens)
                 )
-                loss = torch.nn.functional.cross_entropy(logits[:, -1].float(), y)
+                loss = torch.nn.functional.cross_entropy(logits[:, -1].float(), y.to(logits.device))
             loss.backward()
             opt.step()
         out.append(value.detach())
@@ -261,7 +264,9 @@ def grace_rows(
     }
     rows = [
         trained_row(model, run, cfg, ccfg, site, values[code], on, write_s, detail),
-        correction_row(model, run, cfg, torch.tensor(book.owner)[code], on, detail),
+        correction_row(
+            model, run, cfg, torch.tensor(book.owner, device=code.device)[code], on, detail
+        ),
     ]
     return rows, {"chosen": eps, "curve": [dict(p, epsilon=p["eps_init"]) for p in curve]}
 

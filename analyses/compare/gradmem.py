@@ -64,9 +64,9 @@ def optimise(
         enc = encode(model.tokenizer, texts[start : start + batch_size])
         n, width = enc.tokens.shape
         pos = torch.full((n,), width - 1)
-        y = targets[start : start + n]
+        y = targets[start : start + n].to(model.device)
         seen: dict[str, Tensor] = {}
-        delta = torch.zeros(n, int(bridge.cfg.d_model))
+        delta = torch.zeros(n, int(bridge.cfg.d_model), device=model.device)
         for k in range(1, steps + 1):
             delta = delta.detach().requires_grad_(True)
             hooks = [(site, add_at_positions(delta, pos))]

@@ -229,7 +229,7 @@ def run_compare(
         model, task.train, rc, cfg.entropy_keep, signal="attention"
     )
     announce(f"fmi: fitted in {time.perf_counter() - start:.0f} s")
-    out = Path(out_dir) if out_dir is not None else Path("reports") / model.name
+    out = Path(out_dir) if out_dir is not None else Path("reports") / model.slug
     fingerprint = {
         "command": "compare",
         "config": cfg.to_dict(),

@@ -17,6 +17,7 @@ from typing import Any
 from analyses.compare.config import CompareConfig
 from analyses.compare.figures import COLUMNS, markdown_table
 from fmi.experiments.seeds import RANGE_NOTE, summarize_seeds
+from fmi.models.registry import LoadedModel
 
 
 def by_method(doc: dict) -> dict:
@@ -34,6 +35,7 @@ def run_compare_seeds(
     seeds: tuple[int, ...],
     out_dir: str | Path | None = None,
     *,
+    model: LoadedModel | None = None,
     progress: bool = True,
     announce: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -44,8 +46,9 @@ def run_compare_seeds(
     from fmi.reporting.provenance import header
 
     start = time.perf_counter()
-    model = load_model(cfg.model, seed=seeds[0], announce=announce)
-    out = Path(out_dir) if out_dir is not None else Path("reports") / model.name
+    if model is None:
+        model = load_model(cfg.model, seed=seeds[0], announce=announce)
+    out = Path(out_dir) if out_dir is not None else Path("reports") / model.slug
     per_seed: dict[str, dict] = {}
     for seed in seeds:
         announce(f"fmi: compare, seed {seed}")

@@ -122,12 +122,15 @@ def calibrated(
 def learned_weights(feats: Tensor, own: Tensor) -> Tensor:
     """The learned dual key's ``[w_symbol, w_context, w_product, bias]``: a balanced logistic
     regression on ``feats`` (``[prompts, entries, 3]``) whose positives are each of the first
-    ``len(own)`` prompts with its own entry ``own[i]``, every other pair a negative."""
+    ``len(own)`` prompts with its own entry ``own[i]``, every other pair a negative (fitted on
+    the CPU; the weights are returned on ``feats``' device)."""
+    device, feats, own = feats.device, feats.cpu(), own.cpu()
     labels = torch.zeros(feats.shape[:2])
     labels[torch.arange(len(own)), own] = 1
     clf = LogisticRegression(class_weight="balanced", max_iter=1000, random_state=0)
     clf.fit(feats.reshape(-1, 3).numpy(), labels.reshape(-1).numpy())
-    return torch.tensor([*clf.coef_[0], clf.intercept_[0]], dtype=torch.float32)
+    weights = [*clf.coef_[0], clf.intercept_[0]]
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 def mode_thresholds(
@@ -136,6 +139,7 @@ def mode_thresholds(
     """``memory``'s thresholds with those of ``dual_key_learned`` and ``dual_key`` set by
     :func:`youden_threshold` (right top-1 reads of the first ``len(own)`` prompts against the
     best score of the rest), and each mode's fraction of right top-1 reads."""
+    weights, own = weights.to(feats.device), own.to(feats.device)
     learned = torch.sigmoid(feats @ weights[:3] + weights[3])
     product = feats[..., 0].clamp_min(0) * feats[..., 1].clamp_min(0)
     thresholds = dict(memory.thresholds)
@@ -144,7 +148,8 @@ def mode_thresholds(
     for mode, scores in (("dual_key_learned", learned), ("dual_key", product)):
         best, idx = scores.max(dim=1)
         right = idx[:n] == own
-        thresholds[mode] = youden_threshold(best[:n][right].numpy(), best[n:].numpy())
+        best = best.cpu()
+        thresholds[mode] = youden_threshold(best[:n][right.cpu()].numpy(), best[n:].numpy())
         right_reads[mode] = float(right.float().mean())
     return thresholds, right_reads
 

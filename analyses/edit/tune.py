@@ -132,7 +132,8 @@ def _grace(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     layer = (2 * int(model.bridge.cfg.n_layers)) // 3
     probe = GraceEdit(layer, 1.0)
     keys = last_states(model, [c.rewrite for c in data.train], probe.site, cfg.batch_size)
-    dist = torch.cdist(keys, keys) + torch.diag(torch.full((len(keys),), float("inf")))
+    inf = torch.full((len(keys),), float("inf"), device=keys.device)
+    dist = torch.cdist(keys, keys) + torch.diag(inf)
     scale = float(dist.min(dim=1).values.median())
     grid: list[Method] = [GraceEdit(layer, round(m * scale, 4)) for m in GRACE_EPS_MULTIPLES]
     method, info = _grid(model, tune, grid, cfg, progress)

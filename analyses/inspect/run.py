@@ -159,6 +159,9 @@ def run_inspect(
     seed: int = 0,
     force: bool = False,
     announce: Callable[[str], None] = print,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
 ) -> tuple[Path, Inspection]:
     """``fmi inspect``: load a saved memory (``memory_path``) or fit one on the builtin training
     split and write the held-out bank; inspect; write the page. Returns its path.
@@ -172,7 +175,9 @@ def run_inspect(
 
     check_modes([mode])
     start = time.perf_counter()
-    loaded = load_model(model, seed=seed, announce=announce)
+    loaded = load_model(
+        model, seed=seed, announce=announce, revision=revision, device=device, dtype=dtype
+    )
     templates = Templates()
     if label is not None:  # before a fit of minutes, not after
         label_target(loaded.tokenizer, templates, label)
@@ -204,5 +209,5 @@ def run_inspect(
             alpha={"alpha": memory.alpha},
             wall_seconds=round(time.perf_counter() - start, 1),
         )
-    path = write_inspection(ins, out or default_path(loaded.name, context, symbol), head)
+    path = write_inspection(ins, out or default_path(loaded.slug, context, symbol), head)
     return path, ins

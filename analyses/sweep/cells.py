@@ -8,7 +8,6 @@ that runs cells grouped by model loads each model once.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import re
@@ -115,26 +114,17 @@ def _announce(message: str) -> None:
 
 
 def load(model: str, revision: str | None, device: str, dtype: str):
-    """:func:`fmi.models.registry.load_model` with the options it takes (weights seed 0: only the
-    tiny random models depend on it); a revision, device or dtype it cannot take is refused.
+    """:func:`fmi.models.registry.load_model` at ``revision`` on ``device`` in ``dtype`` (weights
+    seed 0: only the tiny random models depend on it).
 
     >>> load("tiny-gemma", None, "auto", "float32").name
     'tiny-gemma'
     """
     from fmi.models.registry import load_model
 
-    takes = inspect.signature(load_model).parameters
-    extra: dict[str, Any] = {}
-    for name, value, default in (
-        ("revision", revision, None),
-        ("device", device, "auto"),
-        ("dtype", dtype, "float32"),
-    ):
-        if name in takes:
-            extra[name] = value
-        elif value != default:
-            raise ConfigError(f"{name} {value!r}: this fmi's load_model takes no {name}")
-    return load_model(model, seed=0, announce=_announce, **extra)
+    return load_model(
+        model, seed=0, announce=_announce, revision=revision, device=device, dtype=dtype
+    )
 
 
 def cached_model(key: tuple[str, str | None, str, str]):

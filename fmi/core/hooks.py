@@ -45,7 +45,7 @@ def add_at_positions(
             return act
         idx = rows.nonzero().squeeze(-1)
         out = act.clone()
-        out[idx, local[idx]] = out[idx, local[idx]] + delta[idx].to(act.dtype).to(act.device)
+        out[idx, local[idx]] = out[idx, local[idx]] + delta.to(act.device)[idx].to(act.dtype)
         return out
 
     return hook

@@ -3,8 +3,9 @@ encoder that turns residual states into keys (two sites, standardizers, projecto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -65,6 +66,20 @@ class KeyEncoder:
     symbol_std: Standardizer
     token_std: Standardizer
     projector: Float[Tensor, "d r"] | None = None
+
+    def to(self, device: torch.device) -> KeyEncoder:
+        """This encoder with its standardizers and projector on ``device``, in float32 (itself
+        when they are so already)."""
+        stds = (self.symbol_std, self.token_std)
+        parts = (*(s.mean for s in stds), *(s.std for s in stds), self.projector)
+        if all(t is None or (t.device == device and t.dtype == torch.float32) for t in parts):
+            return self
+        return replace(
+            self,
+            symbol_std=self.symbol_std.to(device),
+            token_std=self.token_std.to(device),
+            projector=None if self.projector is None else self.projector.to(device).float(),
+        )
 
     def raw(self, acts: Tensor) -> Tensor:
         """Standardized single-vector keys at ``symbol_site`` (the ``raw_*`` modes)."""

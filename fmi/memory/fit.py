@@ -97,7 +97,7 @@ def _crossfit_projected(
     fold_of = {s: i % 2 for i, s in enumerate(symbols)}
     fold = [fold_of[s] if s is not None else i % 2 for i, s in enumerate(qs.symbol)]
     std = memory.encoder.symbol_std
-    out = torch.zeros(len(qs.texts), len(memory))
+    out = torch.zeros(len(qs.texts), len(memory), device=memory.values.device)
     for f in (0, 1):
         train_rows = [i for i in range(len(fold)) if fold[i] != f]
         projector = _fit_projector(written, got, qs, std, site, cfg, train_rows)
@@ -117,14 +117,15 @@ def _crossfit_projected(
 
 
 def _fit_dual_weights(scores: QueryScores, qs: QuerySet, seed: int) -> Tensor:
-    feats = dual_features(scores).reshape(-1, 3).numpy()
+    feats = dual_features(scores).reshape(-1, 3).cpu().numpy()
     labels = np.zeros(scores.channel("symbol").shape, dtype=int)
     for q, e in enumerate(qs.entry):
         if e >= 0:
             labels[q, e] = 1
     clf = LogisticRegression(class_weight="balanced", max_iter=1000, random_state=seed)
     clf.fit(feats, labels.reshape(-1))
-    return torch.tensor([*clf.coef_[0], clf.intercept_[0]], dtype=torch.float32)
+    dev = scores.channel("symbol").device
+    return torch.tensor([*clf.coef_[0], clf.intercept_[0]], dtype=torch.float32, device=dev)
 
 
 def threshold_between(pos: np.ndarray, neg: np.ndarray, false_accept: float) -> float:
@@ -145,7 +146,7 @@ def _thresholds(
     read = torch.tensor([k == "read" for k in qs.kinds])
     thresholds, retrieval = {}, {}
     for mode in MODES:
-        best, idx = mode_scores(mode, scores, memory, qs.gate).max(dim=1)
+        best, idx = (t.cpu() for t in mode_scores(mode, scores, memory, qs.gate).max(dim=1))
         right = retrieved_right(mode, idx, qs.entry, memory)
         pos = best[positive & right].numpy()
         thresholds[mode] = threshold_between(pos, best[~positive].numpy(), false_accept)

@@ -34,6 +34,10 @@ class Standardizer:
     def fit(cls, acts: Float[Tensor, "n d"]) -> Standardizer:
         return cls(acts.mean(0), acts.std(0).clamp_min(1e-6))
 
+    def to(self, device: torch.device) -> Standardizer:
+        """These statistics on ``device``, in float32."""
+        return Standardizer(self.mean.to(device).float(), self.std.to(device).float())
+
     def __call__(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 

@@ -44,19 +44,23 @@ def train_projector(
     ``temperature``. The other contexts of the same symbol are the hard negatives; queries with
     target ``-1`` (contextless and unrelated training prompts) must pick abstain, whose logit is
     a learned scalar. Without them the projector cannot learn that a symbol seen without its
-    context is not a match. Returns the ``[d, r]`` matrix.
+    context is not a match. Returns the ``[d, r]`` matrix, in float32 on the keys' device (the
+    seeded draws are made on the CPU, so a seed gives the same start on every device).
     """
     gen = torch.Generator().manual_seed(seed)
+    dev = keys.device
+    keys, queries = keys.float(), queries.to(dev).float()
+    query_mask, targets = query_mask.to(dev), targets.to(dev)
     d = keys.shape[1]
-    weight = (torch.randn(d, cfg.dim, generator=gen) / d**0.5).requires_grad_(True)
-    abstain = torch.zeros(1, requires_grad=True)
+    weight = (torch.randn(d, cfg.dim, generator=gen) / d**0.5).to(dev).requires_grad_(True)
+    abstain = torch.zeros(1, device=dev, requires_grad=True)
     opt = torch.optim.AdamW([weight, abstain], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    owner = torch.arange(keys.shape[0])
+    owner = torch.arange(keys.shape[0], device=dev)
     classes = torch.where(targets >= 0, targets, torch.full_like(targets, keys.shape[0]))
     n_queries = queries.shape[0]
     with torch.enable_grad():
         for _ in range(cfg.steps):
-            rows = torch.randperm(n_queries, generator=gen)[: cfg.batch_size]
+            rows = torch.randperm(n_queries, generator=gen)[: cfg.batch_size].to(dev)
             scores = maxsim(
                 queries[rows] @ weight, query_mask[rows], keys @ weight, owner, keys.shape[0]
             )

@@ -203,8 +203,9 @@ def retrieved_right(
                 for c, t in zip(chosen.tolist(), target, strict=True)
             ],
             dtype=torch.bool,
+            device=chosen.device,
         )
-    want = torch.tensor(target)
+    want = torch.tensor(target, device=chosen.device)
     return (chosen == want) & (want >= 0)
 
 

@@ -155,7 +155,8 @@ def _rescore(
     best = torch.empty(len(rows), device=padded.device)
     # pairs are ordered by query, so a chunk of rows spans a range of queries
     per_chunk = max(1, _RESCORE_ELEMENTS // (width * max(1, len(rows))))
-    bounds = torch.searchsorted(q_of_row, torch.arange(0, n_q + per_chunk, per_chunk))
+    steps = torch.arange(0, n_q + per_chunk, per_chunk, device=q_of_row.device)
+    bounds = torch.searchsorted(q_of_row, steps)
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         if lo == hi:
             continue

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from fmi.errors import EntryNotFoundError
 from fmi.memory.codes import Channel
+from fmi.memory.device import TENSOR_FIELDS, memory_device, placed
 from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry, KeyEncoder
 from fmi.memory.file_format import (
     check_model,
@@ -77,6 +78,15 @@ class FastMemory:
     )
     _search: dict[str, Channel] = field(default_factory=dict, init=False, repr=False, compare=False)
     _plan: ReadPlan = field(default_factory=ReadPlan, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Every tensor on one device, the bound model's (else the values'), and keys and values
+        in float32 whatever the model's dtype: a memory loaded from a file onto a GPU model
+        moves there, and reading never mixes devices."""
+        device = memory_device(self._model, self.values)
+        for name in TENSOR_FIELDS:
+            setattr(self, name, placed(getattr(self, name), device))
+        self.encoder = self.encoder.to(device)
 
     def key_index(self, channel: str) -> tuple[Float[Tensor, "m k"], Int[Tensor, " m"]]:
         """Unit-norm keys of one retrieval channel and the entry owning each row, computed once
@@ -211,8 +221,10 @@ class FastMemory:
         """
         if len(set(rows)) != len(rows) or any(not 0 <= r < len(self) for r in rows):
             raise ValueError(f"select needs distinct entries in 0..{len(self) - 1}, got {rows}")
-        new_of = torch.full((len(self),), -1, dtype=torch.long)
-        new_of[torch.tensor(rows, dtype=torch.long)] = torch.arange(len(rows))
+        dev = self.values.device
+        index = torch.tensor(rows, dtype=torch.long, device=dev)
+        new_of = torch.full((len(self),), -1, dtype=torch.long, device=dev)
+        new_of[index] = torch.arange(len(rows), device=dev)
 
         def regroup(owner: Tensor) -> Tensor:
             """Indices of the rows owned by kept entries, grouped in the new entry order."""
@@ -225,7 +237,6 @@ class FastMemory:
         if tail_values is not None and tail_owner is not None:
             tail = regroup(tail_owner)
             tail_values, tail_owner = tail_values[tail], new_of[tail_owner[tail]]
-        index = torch.tensor(rows, dtype=torch.long)
         return replace(
             self,
             entries=[self.entries[r] for r in rows],
@@ -312,17 +323,7 @@ class FastMemory:
 
     def _become(self, other: FastMemory) -> None:
         """Take ``other``'s entries, keys and values in place (caches cleared)."""
-        for name in (
-            "entries",
-            "values",
-            "symbol_keys",
-            "token_keys",
-            "token_owner",
-            "token_role",
-            "tail_values",
-            "tail_owner",
-            "next_id",
-        ):
+        for name in ("entries", "next_id", *TENSOR_FIELDS):
             setattr(self, name, getattr(other, name))
         self._index.clear()
         self._search.clear()
@@ -334,7 +335,8 @@ class FastMemory:
 
         def tails(m: FastMemory) -> tuple[Tensor, Tensor]:
             if m.tail_values is None or m.tail_owner is None:
-                return torch.zeros(0, d), torch.zeros(0, dtype=torch.long)
+                dev = m.values.device
+                return torch.zeros(0, d, device=dev), torch.zeros(0, dtype=torch.long, device=dev)
             return m.tail_values, m.tail_owner
 
         (tv, to), (ov, oo) = tails(self), tails(other)

@@ -105,10 +105,14 @@ def config_checksum(model: LoadedModel) -> str:
 
 def model_fingerprint(model: LoadedModel) -> dict[str, Any]:
     """What a memory file records of its model: ``name``, ``d_model``, ``config_sha256``
-    (:func:`config_checksum`) and ``weights_sha256`` (:func:`cached_parameter_checksum`)."""
+    (:func:`config_checksum`) and ``weights_sha256`` (:func:`cached_parameter_checksum`), and
+    the ``revision`` and ``dtype`` it was loaded with where they are not the defaults (so that
+    ``fmi memory`` reloads it as it was)."""
+    load = {"revision": model.revision, "dtype": model.dtype}
     return {
         "name": model.name,
         "d_model": int(model.bridge.cfg.d_model),
         "config_sha256": config_checksum(model),
         "weights_sha256": cached_parameter_checksum(model),
+        **{k: v for k, v in load.items() if v not in (None, "float32")},
     }

@@ -66,6 +66,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
 # (row id, argv with {file} placeholders, text the message must contain)
 TABLE = [
     ("unknown model", ["recall", "--model", "nope"], "nope"),
+    ("missing model folder", ["recall", "--model", "{d}/no_model_here"], "no_model_here"),
+    ("folder that is no model", ["recall", "--model", "{d}"], "no config.json"),
+    ("uncached Hub id offline", ["recall", "--model", "nobody/no-such-model"], "no-such-model"),
+    ("revision of a GGUF model", [*RECALL, "--revision", "step1000"], "no revisions"),
+    ("unknown device", [*RECALL, "--device", "tpu"], "unknown device 'tpu'"),
+    ("unknown dtype", [*RECALL, "--dtype", "float8"], "unknown dtype 'float8'"),
     ("missing task file", [*RECALL, "--task", "{d}/missing.json"], "missing.json"),
     ("non-JSON task file", [*RECALL, "--task", "{not_json}"], "not_json.json"),
     ("empty task file", [*RECALL, "--task", "{empty}"], "empty.json"),

@@ -59,3 +59,27 @@ def test_recall_on_gemma_reaches_its_targets():
         row = doc["results"]["dual_key"][split]
         assert row["read"] >= 0.8 and row["answer_prefix"]["read"] >= row["read"]
         assert row["plain"] <= 0.05 and row["unrelated_changed"] <= 0.02
+
+
+def test_the_plain_copy_folder_loads_the_registry_model():
+    """``--model ~/.cache/fmi/plain/gemma-3-270m`` is ``--model gemma-3-270m``: the same
+    parameters, architecture and logits; only the name and source differ."""
+    from fmi.models.fingerprint import config_checksum
+    from fmi.models.gguf import plain_dir
+
+    registry = load_model("gemma-3-270m", announce=lambda _: None)
+    folder = plain_dir("gemma-3-270m")
+    local = load_model(str(folder), announce=lambda _: None)
+    assert parameter_checksum(local) == parameter_checksum(registry)
+    assert config_checksum(local) == config_checksum(registry)
+    enc = encode(registry.tokenizer, ["In game A, blicket means", "The capital of France is"])
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            local.bridge(enc.tokens, attention_mask=enc.mask),
+            registry.bridge(enc.tokens, attention_mask=enc.mask),
+            rtol=0,
+            atol=0,
+        )
+    differ = {k for k, v in local.to_dict().items() if registry.to_dict()[k] != v}
+    assert differ == {"name", "requested", "source"}
+    assert local.source == str(folder.resolve()) and local.slug == "gemma-3-270m"

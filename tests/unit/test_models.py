@@ -19,7 +19,9 @@ HELLO_IDS = [12092, 13, 309, 717]
 
 def test_registry_lists_names() -> None:
     expected = {"pythia-70m", "gemma-3-270m", "smollm2-135m", "tiny-neox", "tiny-pythia-arch"}
-    assert expected | {"tiny-gemma"} == set(REGISTRY)
+    sizes = ("70m", "160m", "410m", "1b", "1.4b")
+    pythia = {f"pythia-{s}{d}" for s in sizes for d in ("", "-deduped")}
+    assert expected | pythia | {"tiny-gemma"} == set(REGISTRY)
     started = time.perf_counter()
     infos = list_models()
     assert time.perf_counter() - started < 5

@@ -87,10 +87,11 @@ def target_value(
     with torch.no_grad():
         base = linear(key.to(linear.weight.dtype)).float()
     delta = torch.zeros_like(base, requires_grad=True)
+    where = tuple(i.to(base.device) for i in batch.where)
 
     def hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
         value = (base + delta).to(out.dtype).expand(batch.rows, -1)
-        return out.index_put(batch.where, value)
+        return out.index_put(where, value)
 
     def logits() -> Tensor:
         return model.bridge(
