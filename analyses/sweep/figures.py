@@ -59,7 +59,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for group in groups.values():
         first = group[0]
-        agg = {k: first[k] for k in (*GRID, "symbol_layer", "token_layer", "inject_layer")}
+        keep = (*GRID, "symbol_layer", "token_layer", "inject_layer", "n_layers", "n_parameters")
+        agg = {k: first.get(k) for k in keep}
         agg["step"] = step_of(first["revision"])
         agg["seeds"] = len(group)
         for m in METRICS:
@@ -178,6 +179,79 @@ def dimension_panel(agg: list[dict[str, Any]], dim: str) -> Panel | None:
     )
 
 
+def _size(row: dict[str, Any]) -> float:
+    """What orders models by size: the parameter count where the header has it, else depth.
+
+    >>> _size({"n_parameters": 10, "n_layers": 2}), _size({"n_layers": 2})
+    (10.0, 2.0)
+    """
+    return float(row.get("n_parameters") or row.get("n_layers") or 0)
+
+
+def size_panel(agg: list[dict[str, Any]]) -> Panel | None:
+    """The best layer of each varied layer dimension against model size, one line per mode
+    and dimension: y is the best cell's layer as a fraction of the model's depth, bars span
+    every layer whose read is within 0.01 of the best (the others held at the best cell's);
+    ``None`` unless two models vary a layer dimension.
+
+    >>> size_panel([{"model": "m", "symbol": "1"}]) is None
+    True
+    """
+    lines = []
+    tops = best(agg)
+    for dim in ("symbol", "token", "inject"):
+        label, key, title = DIMENSIONS[dim]
+        models = [m for m in dict.fromkeys(r["model"] for r in agg) if len(values(agg, m, dim)) > 1]
+        if len(models) < 2:
+            continue
+        for mode in dict.fromkeys(t["mode"] for t in tops):
+            pts = []
+            for top in sorted(
+                (t for t in tops if t["mode"] == mode and t["model"] in models), key=_size
+            ):
+                held = [g for g in GRID if g != label]
+                rows = [r for r in agg if all(r[g] == top[g] for g in held)]
+                near = [r[key] for r in rows if r["read"] >= top["read"] - 0.01]
+                depth = float(top["n_layers"] or 1)
+                pts.append((top, top[key] / depth, min(near) / depth, max(near) / depth))
+            lines.append((f"{title.split(' (')[0]}: {mode}", pts))
+    if not lines:
+        return None
+    by_params = all(r.get("n_parameters") for r in agg)
+    fig = go.Figure()
+    for k, (name, pts) in enumerate(lines):
+        fig.add_scatter(
+            x=[p[0]["n_parameters"] if by_params else p[0]["model"] for p in pts],
+            y=[p[1] for p in pts],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [p[3] - p[1] for p in pts],
+                "arrayminus": [p[1] - p[2] for p in pts],
+            },
+            mode="lines+markers",
+            name=name,
+            line={"color": COLOURS[k % len(COLOURS)]},
+            text=[f"{p[0]['model']}, read {p[0]['read']:.3f}" for p in pts],
+            hovertemplate="%{text}: %{y:.2f} of depth<extra>%{fullData.name}</extra>",
+        )
+    fig.update_xaxes(
+        title="parameters (log)" if by_params else "model (smallest first)",
+        type="log" if by_params else "category",
+    )
+    fig.update_yaxes(title="best layer / number of blocks", range=[-0.05, 1.05])
+    fig.update_layout(height=460, title="best layer against model size")
+    return Panel(
+        fig,
+        "The best cell's layer of each varied layer dimension as a fraction of the model's "
+        "depth (layer L is the residual stream after block L; the final norm is at depth "
+        "minus a half), against the model's parameter count, one line per dimension and mode. "
+        "Bars span every layer whose read (mean over seeds) is within 0.01 of the best with "
+        "the other dimensions held at the best cell's: a long bar means the layer hardly "
+        "matters there.",
+    )
+
+
 def _fmt(row: dict[str, Any], metric: str) -> str:
     lo, hi = row[f"{metric}_ci"]
     return f"{row[metric]:.3f} [{lo:.2f}, {hi:.2f}]"
@@ -253,6 +327,8 @@ def report(merged: dict[str, Any]) -> Report:
     split = split_shown(merged) or "same"
     agg = aggregate(records(merged, split))
     panels = [p for dim in DIMENSIONS if (p := dimension_panel(agg, dim)) is not None]
+    if (sizes := size_panel(agg)) is not None:
+        panels.append(sizes)
     panels.append(best_panel(agg, split))
     data = {k: merged[k] for k in ("config", "cells")}
     data["best"] = best(agg)

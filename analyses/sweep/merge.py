@@ -78,6 +78,7 @@ def _entry(doc: dict[str, Any]) -> dict[str, Any]:
         "sites": doc["sites"],
         "layers": doc["layers"],
         "n_layers": doc["n_layers"],
+        "n_parameters": recall["header"]["model"].get("n_parameters"),
         "seconds": doc["seconds"],
         "weights_sha256": recall["header"]["model"].get("weights_sha256"),
         "cell": cell,
@@ -187,6 +188,8 @@ def records(merged: dict[str, Any], split: str) -> list[dict[str, Any]]:
                 "mode": mode,
                 **{k: short_site(entry["sites"][k]) for k in ("symbol", "token", "inject")},
                 **{f"{k}_layer": entry["layers"][k] for k in ("symbol", "token", "inject")},
+                "n_layers": entry.get("n_layers"),
+                "n_parameters": entry.get("n_parameters"),
             }
             for metric in METRICS:
                 row[metric] = result[metric]

@@ -104,6 +104,7 @@ class LoadedModel:
             "n_layers": int(cfg.n_layers),
             "d_model": int(cfg.d_model),
             "d_vocab": int(cfg.d_vocab),
+            "n_parameters": n_parameters(self.hf_model),
             "tied_embeddings": tied_embeddings(self.hf_model),
         }
 
@@ -321,3 +322,14 @@ def tied_embeddings(hf_model: Any) -> bool:
     if emb is None or unemb is None:
         return False
     return emb.weight.data_ptr() == unemb.weight.data_ptr()
+
+
+def n_parameters(hf_model: Any) -> int:
+    """The model's parameter count, tied matrices counted once (``parameters()`` yields a
+    shared tensor once).
+
+    >>> import torch
+    >>> n_parameters(torch.nn.Linear(3, 2))
+    8
+    """
+    return sum(p.numel() for p in hf_model.parameters())

@@ -110,6 +110,9 @@ def test_the_ray_executor_gives_the_local_results(local_sweep, tmp_path, capsys)
     seconds = time.perf_counter() - started
     assert sorted(got["ran"]) == sorted(local["ran"])
     assert _results(got["merged"]) == _results(local["merged"])
+    before = _mtimes(tmp_path / "ray")
+    again = run_sweep(cfg, tmp_path / "ray", executor="ray", progress=False, announce=_quiet)
+    assert again["ran"] == [] and again["kept"] == 2 and _mtimes(tmp_path / "ray") == before
     with capsys.disabled():
         print(f"\nray sweep of 2 cells: {seconds:.1f} s", file=sys.stderr)
 
@@ -196,3 +199,47 @@ def test_revisions_are_drawn_against_the_checkpoint_step_on_a_log_axis():
     assert steps.figure.layout.xaxis.type == "log"
     assert table.figure.data[0].type == "table"
     assert "step143000" in page.finding and "symbol key layer of pythia-70m at 2" in table.caption
+
+
+def _row(model: str, params: int, depth: int, layer: int, read: float) -> dict:
+    """One aggregated cell of a token-layer sweep (the other dimensions fixed)."""
+    ci = {f"{m}_ci": [0.0, 1.0] for m in ("read", "plain", "unrelated_changed")}
+    return {
+        "model": model,
+        "mode": "dual_key",
+        "revision": None,
+        "symbol": "auto",
+        "token": str(layer),
+        "inject": "ln_final.hook_out",
+        "symbol_layer": 1.0,
+        "token_layer": float(layer),
+        "inject_layer": depth - 0.5,
+        "n_layers": depth,
+        "n_parameters": params,
+        "read": read,
+        "plain": 0.0,
+        "unrelated_changed": 0.0,
+        "seeds": 1,
+        **ci,
+    }
+
+
+def test_the_best_layer_is_drawn_against_model_size():
+    from analyses.sweep.figures import size_panel
+
+    agg = [
+        _row("big", 300, 10, 2, 0.5),
+        _row("big", 300, 10, 4, 0.9),
+        _row("big", 300, 10, 6, 0.895),  # within 0.01 of the best: in the bar
+        _row("small", 100, 4, 0, 0.7),
+        _row("small", 100, 4, 2, 0.2),
+    ]
+    panel = size_panel(agg)
+    (trace,) = panel.figure.data
+    assert trace.name == "token key layer: dual_key"
+    assert list(trace.x) == [100, 300]  # smallest first, by parameter count
+    assert list(trace.y) == [0.0, 0.4]  # best layer / depth
+    assert list(trace.error_y.array) == pytest.approx([0.0, 0.2])  # up to layer 6 of 10
+    assert list(trace.error_y.arrayminus) == [0.0, 0.0]
+    assert panel.figure.layout.xaxis.type == "log"
+    assert size_panel([r for r in agg if r["model"] == "big"]) is None  # one model: no panel

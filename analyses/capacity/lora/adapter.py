@@ -59,10 +59,14 @@ class LoraAdapter:
             raise ConfigError(f"rank must be >= 1, got {rank}")
         gen = torch.Generator().manual_seed(seed)
         targets = lora_targets(hf_model)
+        # drawn on the CPU (the same start on every device), then put where each target is
         a = [
-            torch.randn(t.in_features, rank, generator=gen) / t.in_features**0.5 for _, t in targets
+            (torch.randn(t.in_features, rank, generator=gen) / t.in_features**0.5).to(
+                t.weight.device
+            )
+            for _, t in targets
         ]
-        b = [torch.zeros(rank, t.out_features) for _, t in targets]
+        b = [torch.zeros(rank, t.out_features, device=t.weight.device) for _, t in targets]
         return cls(
             tuple(n for n, _ in targets),
             [x.requires_grad_(True) for x in a],
