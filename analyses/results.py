@@ -11,7 +11,12 @@ def results_report(doc: dict) -> str:
     several-seed recall run (:func:`fmi.experiments.seeds.seeds_report`), a comparison's report
     document
     (``compare.json``: one Markdown table per split) or a several-seed comparison
-    (:func:`analyses.compare.seeds.seeds_report`) or an editing benchmark (``fmi edit --json``)."""
+    (:func:`analyses.compare.seeds.seeds_report`), an editing benchmark (``fmi edit --json``)
+    or a sweep (``fmi sweep``'s ``sweep.json``: :func:`analyses.sweep.table.sweep_tables`)."""
+    if doc.get("header", {}).get("command") == "sweep":
+        from analyses.sweep.table import sweep_tables
+
+        return sweep_tables(doc)
     if "results" in doc and "literature" in doc:
         from analyses.edit.figures import markdown_table as edit_table
 

@@ -23,12 +23,18 @@ from fmi.reporting.atomic import write_json
 def _models(_: argparse.Namespace) -> int:
     from fmi.models.registry import list_models
 
-    for info in list_models():
+    infos = list_models()
+    width = max(len(info.name) for info in infos)
+    for info in infos:
         state = "available" if info.available else "unavailable"
         print(
-            f"{info.name:<18} {state:<12} {info.description}"
+            f"{info.name:<{width}}  {state:<12} {info.description}"
             + ("" if info.available else f"  ({info.reason})")
         )
+    print(
+        "Also: any Hugging Face id (owner/name, --revision for a checkpoint) or a local "
+        "Hugging Face model folder; see docs/models.md."
+    )
     return 0
 
 

@@ -71,23 +71,34 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def best(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model and mode, the cell with the highest read (seed mean); among reads within 0.01
-    of it, the lowest plain + unrelated_changed.
+def net(row: dict[str, Any]) -> float:
+    """What a cell is ranked by: read minus the false activations (plain + unrelated_changed),
+    so that a cell that reads by firing on everything does not rank first.
 
-    >>> rows = [{"model": "m", "mode": "d", "read": r, "plain": p, "unrelated_changed": 0.0,
-    ...          "symbol": s} for r, p, s in ((0.5, 0.2, "1"), (0.505, 0.0, "2"), (0.1, 0, "3"))]
+    >>> net({"read": 0.9, "plain": 0.1, "unrelated_changed": 0.05})
+    0.75
+    """
+    return round(row["read"] - row["plain"] - row["unrelated_changed"], 12)
+
+
+def best(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and mode, the cell with the highest :func:`net` (seed means); among cells
+    within 0.01 of it, the highest read, then the first in grid order.
+
+    >>> rows = [{"model": "m", "mode": "d", "read": r, "plain": p, "unrelated_changed": u,
+    ...          "symbol": s} for r, p, u, s in ((0.7, 1.0, 1.0, "1"), (0.5, 0.0, 0.0, "2"),
+    ...                                          (0.505, 0.0, 0.0, "3"), (0.1, 0, 0, "4"))]
     >>> best(rows)[0]["symbol"]
-    '2'
+    '3'
     """
     by: dict[tuple, list[dict[str, Any]]] = {}
     for row in agg:
         by.setdefault((row["model"], row["mode"]), []).append(row)
     out = []
     for group in by.values():
-        top = max(r["read"] for r in group)
-        near = [r for r in group if r["read"] >= top - 0.01]
-        out.append(min(near, key=lambda r: (r["plain"] + r["unrelated_changed"], -r["read"])))
+        top = max(net(r) for r in group)
+        near = [r for r in group if net(r) >= top - 0.01]
+        out.append(max(near, key=lambda r: r["read"]))  # max keeps the first of equal reads
     return out
 
 
@@ -191,19 +202,20 @@ def _size(row: dict[str, Any]) -> float:
 def size_panel(agg: list[dict[str, Any]]) -> Panel | None:
     """The best layer of each varied layer dimension against model size, one line per mode
     and dimension: y is the best cell's layer as a fraction of the model's depth, bars span
-    every layer whose read is within 0.01 of the best (the others held at the best cell's);
+    every layer whose net (read - plain - unrelated_changed) is within 0.01 of the best cell's
+    (the others held at the best cell's);
     ``None`` unless two models vary a layer dimension.
 
-    >>> size_panel([{"model": "m", "symbol": "1"}]) is None
+    >>> size_panel([{"model": "m", "symbol": "1", "token": "0", "inject": "x"}]) is None
     True
     """
     lines = []
-    tops = best(agg)
     for dim in ("symbol", "token", "inject"):
         label, key, title = DIMENSIONS[dim]
         models = [m for m in dict.fromkeys(r["model"] for r in agg) if len(values(agg, m, dim)) > 1]
         if len(models) < 2:
             continue
+        tops = best(agg)
         for mode in dict.fromkeys(t["mode"] for t in tops):
             pts = []
             for top in sorted(
@@ -211,7 +223,7 @@ def size_panel(agg: list[dict[str, Any]]) -> Panel | None:
             ):
                 held = [g for g in GRID if g != label]
                 rows = [r for r in agg if all(r[g] == top[g] for g in held)]
-                near = [r[key] for r in rows if r["read"] >= top["read"] - 0.01]
+                near = [r[key] for r in rows if net(r) >= net(top) - 0.01]
                 depth = float(top["n_layers"] or 1)
                 pts.append((top, top[key] / depth, min(near) / depth, max(near) / depth))
             lines.append((f"{title.split(' (')[0]}: {mode}", pts))
@@ -246,9 +258,9 @@ def size_panel(agg: list[dict[str, Any]]) -> Panel | None:
         "The best cell's layer of each varied layer dimension as a fraction of the model's "
         "depth (layer L is the residual stream after block L; the final norm is at depth "
         "minus a half), against the model's parameter count, one line per dimension and mode. "
-        "Bars span every layer whose read (mean over seeds) is within 0.01 of the best with "
-        "the other dimensions held at the best cell's: a long bar means the layer hardly "
-        "matters there.",
+        "Bars span every layer whose net score (read - plain - unrelated_changed, means over "
+        "seeds) is within 0.01 of the best cell's, the other dimensions held at the best "
+        "cell's: a long bar means the layer hardly matters there.",
     )
 
 
@@ -292,8 +304,9 @@ def best_panel(agg: list[dict[str, Any]], split: str) -> Panel:
     note = f" Held (one value, no figure): {'; '.join(held)}." if held else ""
     return Panel(
         fig,
-        f"Split {split}: the cell with the highest read (mean over seeds), ties within 0.01 "
-        f"broken by the lowest plain + unrelated_changed; intervals span the seeds' 95% "
+        f"Split {split}: the cell with the highest net score, read - plain - "
+        f"unrelated_changed (means over seeds); among cells within 0.01 of it, the highest "
+        f"read. Intervals span the seeds' 95% "
         f"intervals. Layer L is the residual stream after block L." + note,
     )
 

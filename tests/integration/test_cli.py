@@ -94,8 +94,15 @@ def test_task_file_runs_one_split_named_file(capsys, tmp_path):
 def test_models_lists_registry(capsys):
     code, out, _ = _run(capsys, ["models"])
     assert code == 0
-    for name in ("pythia-70m", "gemma-3-270m", "smollm2-135m", "tiny-pythia-arch"):
+    for name in ("pythia-70m", "pythia-1.4b-deduped", "gemma-3-270m", "tiny-pythia-arch"):
         assert name in out
+    rows = out.splitlines()[:-1]  # the states in one column, after the longest name
+    starts = {
+        row.index(" available") if " available" in row else row.index(" unavailable")
+        for row in rows
+    }
+    assert starts == {len("pythia-1.4b-deduped") + 1}
+    assert "Hugging Face id" in out.splitlines()[-1]
 
 
 def test_unknown_split_lists_the_splits_before_loading(capsys):

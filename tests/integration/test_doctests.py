@@ -56,6 +56,7 @@ MODULES = [
     "analyses.sweep.executors",
     "analyses.sweep.merge",
     "analyses.sweep.figures",
+    "analyses.sweep.table",
     "analyses.sweep.run",
 ]
 
