@@ -264,6 +264,8 @@ def test_unrelated_prompts_are_split_and_name_no_subject():
     train, eval_ = load_unrelated()
     assert (len(train), len(eval_)) == (200, 455)
     assert not set(train) & set(eval_)
-    subjects = {f.subject for f in load_known_facts()}
+    subjects = sorted({f.subject for f in load_known_facts()})
+    # one pattern for all subjects: a regex per (prompt, subject) pair took a minute
+    any_subject = re.compile("|".join(rf"(?<!\w){re.escape(s)}(?!\w)" for s in subjects))
     for prompt in train + eval_:
-        assert not any(re.search(rf"(?<!\w){re.escape(s)}(?!\w)", prompt) for s in subjects)
+        assert any_subject.search(prompt) is None, prompt
