@@ -53,7 +53,6 @@ def _recall(args: argparse.Namespace) -> int:
     from fmi.experiments.recall import run_recall, task_for
     from fmi.experiments.table import recall_report
     from fmi.memory.retrieve import check_modes
-    from fmi.models.registry import load_model
 
     modes = tuple(check_modes([m.strip() for m in args.modes.split(",") if m.strip()]))
     given = {
@@ -79,7 +78,7 @@ def _recall(args: argparse.Namespace) -> int:
         if args.resume:
             raise ConfigError("--resume is not available with --seeds yet; run one seed each")
         return _recall_seeds(args, cfg)
-    model = load_model(args.model, seed=args.seed, **placement(args))
+    model = _load(args.model, args.seed, args)
     units = None
     if args.json:
         from fmi.experiments.recall import recall_fingerprint
@@ -99,10 +98,9 @@ def _recall(args: argparse.Namespace) -> int:
 
 def _recall_seeds(args: argparse.Namespace, cfg) -> int:
     from fmi.experiments.seeds import parse_seeds, run_seeds, seeds_report
-    from fmi.models.registry import load_model
 
     seeds = parse_seeds(args.seeds)
-    model = load_model(args.model, seed=seeds[0], **placement(args))
+    model = _load(args.model, seeds[0], args)
     doc = run_seeds(model, cfg, seeds, progress=not args.quiet)
     print(seeds_report(doc))
     _write_json(args.json, doc)
@@ -200,7 +198,6 @@ def _edit(args: argparse.Namespace) -> int:
     from analyses.edit.figures import markdown_table
     from analyses.edit.run import run_edit, write_outputs
     from fmi.experiments.seeds import parse_seeds
-    from fmi.models.registry import load_model
 
     methods = tuple(x.strip() for x in (args.methods or ",".join(METHODS)).split(",") if x.strip())
     quick: dict[str, Any] = (
@@ -224,7 +221,7 @@ def _edit(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--data must be known-cf, nonce-cf or a .json / .jsonl file, got {args.data!r}"
         )
-    model = load_model(cfg.model, seed=cfg.seeds[0], **placement(args))
+    model = _load(cfg.model, cfg.seeds[0], args)
     doc = run_edit(model, cfg, progress=not args.quiet)
     path = write_outputs(doc, args.json, args.out or Path("reports") / model.slug)
     print(f"model {model.name} | data {doc['data']} | {doc['header']['wall_seconds']} s")

@@ -15,7 +15,6 @@ from fmi.errors import ModelUnavailableError
 if TYPE_CHECKING:
     import torch
 
-PYTHIA_HUB_ID = "EleutherAI/pythia-70m"
 OFFLINE_MODELS = ("gemma-3-270m", "smollm2-135m")
 HUB_PROBE_TIMEOUT_S = 1.0
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -72,11 +71,6 @@ def hub_cached(repo_id: str, revision: str | None = None) -> bool:
     return _has("config.json") and any(_has(f) for f in WEIGHT_FILES)
 
 
-def pythia_cached() -> bool:
-    """Whether the local HF cache holds Pythia-70M's config and weights."""
-    return hub_cached(PYTHIA_HUB_ID)
-
-
 def _label(repo_id: str, revision: str | None) -> str:
     return repo_id if revision is None else f"{repo_id}@{revision}"
 
@@ -97,11 +91,6 @@ def hub_status(
     if online:
         return True, "Hugging Face Hub reachable"
     return False, "not in the local Hugging Face cache and the Hub is unreachable"
-
-
-def _pythia_status() -> tuple[bool, str]:
-    """(loadable, reason) for pythia-70m."""
-    return hub_status(PYTHIA_HUB_ID)
 
 
 def _one_line(err: Exception) -> str:
