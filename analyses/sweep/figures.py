@@ -199,15 +199,17 @@ def _size(row: dict[str, Any]) -> float:
     return float(row.get("n_parameters") or row.get("n_layers") or 0)
 
 
-def size_panel(agg: list[dict[str, Any]]) -> Panel | None:
-    """The best layer of each varied layer dimension against model size, one line per mode
-    and dimension: y is the best cell's layer as a fraction of the model's depth, bars span
-    every layer whose net (read - plain - unrelated_changed) is within 0.01 of the best cell's
-    (the others held at the best cell's);
-    ``None`` unless two models vary a layer dimension.
+Point = tuple[dict[str, Any], float, float, float]  # best cell, its layer, bar low, bar high
 
-    >>> size_panel([{"model": "m", "symbol": "1", "token": "0", "inject": "x"}]) is None
-    True
+
+def best_layer_lines(agg: list[dict[str, Any]]) -> list[tuple[str, list[Point]]]:
+    """One line per varied layer dimension and mode, models smallest first: each point the best
+    cell, its layer as a fraction of depth, and the lowest and highest layer whose net (read -
+    plain - unrelated_changed) is within 0.01 of the best cell's (the others held at the best
+    cell's). A dimension that fewer than two models vary has no line.
+
+    >>> best_layer_lines([{"model": "m", "symbol": "1", "token": "0", "inject": "x"}])
+    []
     """
     lines = []
     for dim in ("symbol", "token", "inject"):
@@ -227,6 +229,17 @@ def size_panel(agg: list[dict[str, Any]]) -> Panel | None:
                 depth = float(top["n_layers"] or 1)
                 pts.append((top, top[key] / depth, min(near) / depth, max(near) / depth))
             lines.append((f"{title.split(' (')[0]}: {mode}", pts))
+    return lines
+
+
+def size_panel(agg: list[dict[str, Any]]) -> Panel | None:
+    """:func:`best_layer_lines` against model size (parameter count, log x; models in size
+    order where a count is missing); ``None`` when there is no line.
+
+    >>> size_panel([{"model": "m", "symbol": "1", "token": "0", "inject": "x"}]) is None
+    True
+    """
+    lines = best_layer_lines(agg)
     if not lines:
         return None
     by_params = all(r.get("n_parameters") for r in agg)
