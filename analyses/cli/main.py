@@ -194,6 +194,7 @@ def _sizes(text: str, flag: str) -> tuple[int, ...]:
 
 
 def _edit(args: argparse.Namespace) -> int:
+    from analyses.edit.bundled.files import BUNDLED
     from analyses.edit.config import METHODS, EditConfig
     from analyses.edit.figures import markdown_table
     from analyses.edit.run import run_edit, write_outputs
@@ -214,12 +215,13 @@ def _edit(args: argparse.Namespace) -> int:
         scored=args.scored if args.scored is not None else quick.get("scored", 100),
         max_new_tokens=args.max_new_tokens,
         cell_budget_s=args.cell_budget,
-        tune_edits=quick.get("tune_edits", 10),
+        tune_edits=quick.get("tune_edits", args.tune_edits),
         unrelated=quick.get("unrelated", 0),
     )
-    if not args.data.endswith((".json", ".jsonl")) and args.data not in ("known-cf", "nonce-cf"):
+    if not args.data.endswith((".json", ".jsonl")) and args.data not in BUNDLED:
         raise ConfigError(
-            f"--data must be known-cf, nonce-cf or a .json / .jsonl file, got {args.data!r}"
+            f"--data must be one of {', '.join(BUNDLED)} or a .json / .jsonl file, "
+            f"got {args.data!r}"
         )
     model = _load(cfg.model, cfg.seeds[0], args)
     doc = run_edit(model, cfg, progress=not args.quiet)

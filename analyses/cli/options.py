@@ -107,7 +107,15 @@ def _edit_parser(sub, defaults, modes: tuple[str, ...]) -> None:
     e.add_argument("--seeds", help="comma-separated edit-order seeds; default 0")
     e.add_argument("--scored", type=int, help="edits scored at every T; default 100")
     e.add_argument("--max-new-tokens", type=int, default=0, help="greedy tokens (0: auto)")
-    e.add_argument("--cell-budget", type=float, default=900.0, help="write seconds per cell")
+    e.add_argument(
+        "--cell-budget", type=float, default=3600.0, help="write seconds per cell; default 3600"
+    )
+    e.add_argument(
+        "--tune-edits",
+        type=int,
+        default=50,
+        help="training edits every tuned method is tuned on (the same ones); default 50",
+    )
     e.add_argument("--model", help=QUICK_MODEL_HELP)
     e.add_argument("--out", help="output directory; default reports/<model>")
     e.add_argument("--json", help="also write the results document here")

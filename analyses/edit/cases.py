@@ -24,14 +24,38 @@ class Probe:
     answer: str = ""
 
 
+PORTABILITY_KINDS = ("alias", "one_hop")
+"""Portability probes (KnowEdit's ``portability``): the subject under another name
+(``Subject_Aliasing``) and a question one reasoning hop past the edit (``reasoning``)."""
+
+
+@dataclass(frozen=True)
+class Portable:
+    """A prompt whose answer should follow the edit: ``answer`` is what an editor that carried
+    the new fact over would give; ``kind`` is one of :data:`PORTABILITY_KINDS`."""
+
+    prompt: str
+    answer: str
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in PORTABILITY_KINDS:
+            raise ValueError(
+                f"portability kind must be one of {', '.join(PORTABILITY_KINDS)}, got {self.kind!r}"
+            )
+
+
 @dataclass(frozen=True)
 class EditCase:
     """One requested rewrite: ``prompt.format(subject)`` should now yield ``target_new``.
 
     ``prompt`` holds ``{}`` where the subject goes. ``paraphrases`` are whole prompts that say
     the same about the same subject; ``neighbourhood`` are prompts about other subjects whose
-    output the edit must not change. ``relation`` and ``split`` are the bundled benchmarks'
-    (``""`` for a user's file).
+    output the edit must not change. ``relation_probes`` are prompts about the *same* subject
+    under other relations (KnowEdit's ``locality.Relation_Specificity``): the unedited model's
+    greedy output must stay. ``portability`` are prompts whose answer should follow the edit
+    (an alias of the subject, a one-hop question). ``relation`` and ``split`` are the bundled
+    benchmarks' (``""`` for a user's file).
     """
 
     case_id: str
@@ -43,10 +67,12 @@ class EditCase:
     neighbourhood: tuple[Probe, ...] = ()
     relation: str = ""
     split: str = ""
+    relation_probes: tuple[Probe, ...] = ()
+    portability: tuple[Portable, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "paraphrases", tuple(self.paraphrases))
-        object.__setattr__(self, "neighbourhood", tuple(self.neighbourhood))
+        for name in ("paraphrases", "neighbourhood", "relation_probes", "portability"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if "{}" not in self.prompt:
             raise ValueError(f"case {self.case_id}: prompt {self.prompt!r} has no {{}}")
 

@@ -18,7 +18,17 @@ from typing import Any
 from analyses.edit.loaders import FORMATS
 from fmi.errors import ConfigError
 
-METHODS = ("none", "in_context", "fast_memory", "dual_key", "grace", "lora", "rome")
+METHODS = (
+    "none",
+    "in_context",
+    "fast_memory",
+    "dual_key",
+    "grace",
+    "lora",
+    "rome",
+    "memit",
+    "alphaedit",
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,8 @@ class EditConfig:
     max_new_tokens: int = 0
     batch_size: int = 16
     in_context_tokens: int = 512
-    cell_budget_s: float = 900.0
-    tune_edits: int = 10
+    cell_budget_s: float = 3600.0
+    tune_edits: int = 50
     unrelated: int = 0
     max_unrelated_changed: float = 0.02
 

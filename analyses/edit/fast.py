@@ -31,13 +31,52 @@ from fmi.memory.retrieve import dual_features, score_queries
 from fmi.memory.store import FastMemory
 
 
-def write_edits(memory: FastMemory, model: Any, cases: Sequence[EditCase]) -> FastMemory:
-    """A copy of ``memory`` (entries dropped) holding ``cases``, written one after another, each
-    keyed by its subject (``symbol``) and the rest of its rewrite prompt (``context``)."""
+WRITE_BATCH = 32
+"""Edits per frozen forward of a batched write."""
+
+
+def write_edits(
+    memory: FastMemory, model: Any, cases: Sequence[EditCase], *, batched: bool = True
+) -> FastMemory:
+    """A copy of ``memory`` (entries dropped) holding ``cases``, each keyed by its subject
+    (``symbol``) and the rest of its rewrite prompt (``context``): one batched write
+    (:meth:`fmi.FastMemory.write_many`, ``WRITE_BATCH`` edits a forward), or with ``batched``
+    false one :meth:`fmi.FastMemory.write` per edit, in order (the same memory)."""
     held = memory.select([])
-    for c in cases:
-        held.write(c.rewrite, answer_text(c.target_new), spans={"symbol": c.subject}, model=model)
+    statements = [c.rewrite for c in cases]
+    answers = [answer_text(c.target_new) for c in cases]
+    spans: list[dict | None] = [{"symbol": c.subject} for c in cases]
+    if batched:
+        held.write_many(statements, answers, spans=spans, model=model, batch_size=WRITE_BATCH)
+    else:
+        for s, a, sp in zip(statements, answers, spans, strict=True):
+            held.write(s, a, spans=sp, model=model)
     return held
+
+
+def explainer(held: FastMemory, model: Any, cases: Sequence[EditCase]):
+    """``Held.explain`` for a memory holding ``cases``: per prompt, the case whose entry scored
+    best, its score, the threshold and whether it fired (one extra frozen forward per prompt
+    batch; only the failure log calls it)."""
+    by_statement = {c.rewrite: c.case_id for c in cases}
+
+    def explain(prompts: list[str]) -> list[dict[str, Any]]:
+        if not len(held) or not prompts:
+            return [{"entry": None, "fired": False} for _ in prompts]
+        answers = ask(held, model, list(prompts), max_new_tokens=1)
+        return [_why(held, a, by_statement) for a in answers]
+
+    return explain
+
+
+def _why(held: FastMemory, answer, by_statement: dict[str, str]) -> dict[str, Any]:
+    fired = answer.entry is not None
+    return {
+        "entry": by_statement.get(answer.entry.statement) if fired else None,
+        "fired": fired,
+        "score": round(float(answer.score), 6),
+        "threshold": round(float(answer.threshold), 6),
+    }
 
 
 ALPHA_MULTIPLES = (1.0, 1.5, 2.0, 3.0)
@@ -78,6 +117,8 @@ def calibrated(
     model: Any,
     train: Sequence[EditCase],
     unrelated: Sequence[str],
+    *,
+    choose_alpha: bool = True,
 ) -> tuple[FastMemory, dict[str, Any]]:
     """``memory`` fitted to editing on the training edits, all written at once:
 
@@ -88,8 +129,10 @@ def calibrated(
     2. a threshold per dual-key mode (:func:`youden_threshold`, :func:`mode_thresholds`): right
        top-1 reads of the positives against the best score of the neighbourhood and generic
        prompts;
-    3. alpha: the smallest of ``ALPHA_MULTIPLES`` x the recall fit's alpha with the best
-       training efficacy (:func:`alpha_multiple`).
+    3. alpha (``choose_alpha``): the smallest of ``ALPHA_MULTIPLES`` x the recall fit's alpha
+       with the best training efficacy (:func:`alpha_multiple`); ``fmi edit`` instead passes
+       ``choose_alpha=False`` and picks alpha by the rule every method's grid uses
+       (:mod:`analyses.edit.tune`).
 
     The mode is ``dual_key_learned``; ``dual_key`` keeps the recall default's rule with its own
     threshold on the same data (the ``dual_key`` row)."""
@@ -103,14 +146,16 @@ def calibrated(
     out = replace(
         memory.select([]), thresholds=thresholds, dual_weights=weights, mode="dual_key_learned"
     )
-    tried, chosen = alpha_multiple(out, memory.alpha, model, train)
+    tried: dict[float, float] = {}
+    chosen = 1.0
+    if choose_alpha:
+        tried, chosen = alpha_multiple(out, memory.alpha, model, train)
     out = replace(out, alpha=memory.alpha * chosen)
     info = {
         "thresholds": {k: thresholds[k] for k in ("dual_key_learned", "dual_key")},
         "dual_weights": weights.tolist(),
         "train_right_top1": right_reads,
-        "alpha_multiples_train_efficacy": tried,
-        "alpha_multiple": chosen,
+        **({"alpha_multiples_train_efficacy": tried, "alpha_multiple": chosen} if tried else {}),
         "threshold_rule": "Youden's J on the training edits",
         "train_edits": len(train),
         "train_positive": len(pos),
@@ -182,6 +227,7 @@ class FastEdit:
     info: dict[str, Any] = field(default_factory=dict)
     name: str = "fast_memory"
     mode: str = ""  # "" : the memory's own mode
+    single_timing: int = 16  # edits per group also written one at a time, only to time it
 
     @contextmanager
     def edited(self, model: Any, cases: Sequence[EditCase], cost: Cost) -> Iterator[Held]:
@@ -189,8 +235,13 @@ class FastEdit:
         memory = replace(self.memory, mode=self.mode) if self.mode else self.memory
         held = write_edits(memory, model, cases)
         cost.seconds += time.perf_counter() - t0
-        cost.forward += len(cases)
-        yield Held(hooks_for=_hooks(held, ReadLog()))
+        cost.forward += -(-len(cases) // WRITE_BATCH)
+        if self.single_timing and cases:
+            some = list(cases)[: self.single_timing]
+            t0 = time.perf_counter()
+            write_edits(memory, model, some, batched=False)
+            cost.note("single_seconds", time.perf_counter() - t0, len(some))
+        yield Held(hooks_for=_hooks(held, ReadLog()), explain=explainer(held, model, cases))
 
     def settings(self) -> dict[str, Any]:
         mode = self.mode or self.memory.mode
@@ -200,5 +251,6 @@ class FastEdit:
             "inject_site": self.memory.inject_site,
             "refine_steps": self.memory.refine_steps,
             "threshold": self.memory.thresholds.get(mode),
+            "write_batch": WRITE_BATCH,
             **self.info,
         }

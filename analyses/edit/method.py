@@ -27,27 +27,55 @@ class Cost:
     seconds: float = 0.0
     forward: int = 0
     backward: int = 0
+    # side measurements, name -> (seconds, edits): e.g. the memory's one-at-a-time write, timed
+    # beside its batched write; reported per edit as ``<name>_per_edit``
+    extra: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def note(self, name: str, seconds: float, edits: int) -> None:
+        """Add a side measurement of ``seconds`` over ``edits`` edits under ``name``."""
+        s, n = self.extra.get(name, (0.0, 0))
+        self.extra[name] = (s + seconds, n + edits)
 
     def per_edit(self, n: int) -> dict[str, float]:
+        """Seconds and passes per edit over ``n`` edits, and each side measurement's.
+
+        >>> cost = Cost(2.0, 4, 0)
+        >>> cost.note("single_seconds", 1.5, 3)
+        >>> cost.per_edit(4)
+        {'seconds_per_edit': 0.5, 'forward_per_edit': 1.0, 'backward_per_edit': 0.0, \
+'single_seconds_per_edit': 0.5}
+        """
         n = max(1, n)
-        return {
+        out = {
             "seconds_per_edit": self.seconds / n,
             "forward_per_edit": self.forward / n,
             "backward_per_edit": self.backward / n,
         }
+        for name, (seconds, edits) in self.extra.items():
+            out[f"{name}_per_edit"] = seconds / max(1, edits)
+        return out
 
 
 def no_hooks(enc: Any, start: int) -> list:
     return []
 
 
+def no_explain(texts: list[str]) -> list[dict[str, Any]]:
+    return [{} for _ in texts]
+
+
 @dataclass
 class Held:
     """What scoring needs while edits are held: a prompt rewrite (in-context's prefix) and hooks
-    for each decoded batch (fast memory, GRACE); both identity by default."""
+    for each decoded batch (fast memory, GRACE); both identity by default.
+
+    ``explain(prompts)``: per prompt, what the method retrieved for it, JSON-ready (a memory:
+    ``{"entry": case_id or None, "score": s, "threshold": t}``); the failure log keeps it beside
+    each failing probe. Methods without a retrieval step return ``{}`` per prompt."""
 
     hooks_for: HooksFor = no_hooks
     prompts: Callable[[list[str]], list[str]] = field(default=lambda texts: list(texts))
+    explain: Callable[[list[str]], list[dict[str, Any]]] = no_explain
 
 
 class Method(Protocol):

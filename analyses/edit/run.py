@@ -287,11 +287,15 @@ def _pooled_cell(
     outs, cost, written, extra = got
     if key in pooled:
         o0, c0, w0, e0 = pooled[key]
-        cost = Cost(
+        merged = Cost(
             c0.seconds + cost.seconds,
             c0.forward + cost.forward,
             c0.backward + cost.backward,
+            dict(c0.extra),
         )
+        for name, (seconds, edits) in cost.extra.items():
+            merged.note(name, seconds, edits)
+        cost = merged
         outs, written = o0 + outs, w0 + written
     pooled[key] = (outs, cost, written, extra)
     return _cell(outs, cost, written, extra)

@@ -1,15 +1,18 @@
 """Setting every method up on the training part, each within a budget its entry records.
 
 One training group (the first ``tune_edits`` training edits in seed-0 order, held at once, with
-the first 60 training generic prompts) is the tuning set. A method with a grid tries each
-setting on it and keeps the best by the mean of efficacy, generalization and specificity among
-settings whose ``unrelated_changed`` is at most ``max_unrelated_changed`` (none within: the least
-changed); ties go to the earlier setting. Nothing here sees the evaluation part.
+the first 60 training generic prompts) is the tuning set, the same for every tuned method
+(equal tuning: the same edits, the same number of them, the same rule). A method with a grid
+tries each setting on it and keeps the best by the mean of efficacy, generalization and
+specificity among settings whose ``unrelated_changed`` is at most ``max_unrelated_changed``
+(none within: the least changed); ties go to the earlier setting. Nothing here sees the
+evaluation part.
 
 - ``fast_memory``: :meth:`fmi.FastMemory.fit` (built-in recall training split), then the learned
-  dual key's weights, the thresholds and alpha on every training edit
-  (:func:`analyses.edit.fast.calibrated`); read in ``dual_key_learned``. ``dual_key``: the same
-  memory read by the recall default's rule (symbol x context) with its own training threshold.
+  dual key's weights and the thresholds fitted on the tuning group
+  (:func:`analyses.edit.fast.calibrated`), read in ``dual_key_learned``; alpha over
+  ``ALPHA_MULTIPLES`` by the rule. ``dual_key``: the same memory read by the recall default's
+  rule (symbol x context) with its own threshold.
 - ``grace``: ``eps_init`` over 4 multiples of the training keys' median nearest-key distance.
 - ``lora``: (learning rate, steps per edit) over 3 pairs.
 - ``rome``: the edited layer over a sixth, a third and a half of the depth; ROME's published
@@ -105,8 +108,11 @@ def _grid(
     }
 
 
-def _fast(model, data, cfg: EditConfig):
-    from analyses.edit.fast import FastEdit, calibrated
+def _fast(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
+    """The memory fitted on the built-in recall split, its key weights and thresholds fitted
+    on the tuning group (the same edits and generic prompts every baseline tunes on), and
+    alpha chosen from ``ALPHA_MULTIPLES`` by the shared rule."""
+    from analyses.edit.fast import ALPHA_MULTIPLES, FastEdit, calibrated
     from fmi.experiments.config import RecallConfig
     from fmi.memory.store import FastMemory
 
@@ -115,14 +121,21 @@ def _fast(model, data, cfg: EditConfig):
         RecallConfig.quick() if model.name.startswith("tiny") else RecallConfig(model=model.name)
     )
     fitted = FastMemory.fit(model, recall)
-    memory, info = calibrated(fitted, model, data.train, data.unrelated_train)
-    tuning = {
-        "fit": "FastMemory.fit on the built-in recall training split, then the dual key's "
-        f"weights, thresholds and alpha on all {len(data.train)} training edits",
-        "budget": "no grid",
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return FastEdit(memory, info), tuning
+    edits, unrelated = list(tune.group.edits), list(tune.group.unrelated)
+    memory, info = calibrated(fitted, model, edits, unrelated, choose_alpha=False)
+    fit_seconds = time.perf_counter() - t0
+    grid: list[Method] = [
+        FastEdit(replace(memory, alpha=fitted.alpha * m), {**info, "alpha_multiple": m})
+        for m in ALPHA_MULTIPLES
+    ]
+    method, record = _grid(model, tune, grid, cfg, progress)
+    record["fit"] = (
+        "FastMemory.fit on the built-in recall training split; then the dual key's weights "
+        f"and thresholds on the {len(edits)} tuning edits (rewrites and paraphrases positive, "
+        f"neighbours and {len(unrelated)} generic prompts negative); alpha by the grid"
+    )
+    record["fit_seconds"] = round(fit_seconds, 1)
+    return method, record
 
 
 def _grace(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
@@ -164,6 +177,24 @@ def _rome(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     return method, info
 
 
+def _memit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
+    raise NotImplementedError("memit: being written")
+
+
+def _alphaedit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
+    raise NotImplementedError("alphaedit: being written")
+
+
+TUNED = {
+    "grace": _grace,
+    "lora": _lora,
+    "rome": _rome,
+    "memit": _memit,
+    "alphaedit": _alphaedit,
+}
+"""The methods with a grid: name -> its set-up on the shared tuning group."""
+
+
 def set_up(
     model,
     cfg: EditConfig,
@@ -184,7 +215,7 @@ def set_up(
     for name in bar:
         bar.set_postfix_str(name)
         t0 = time.perf_counter()
-        if name in ("grace", "lora", "rome") and tune is None:
+        if name in TUNED and tune is None:
             tune = TuneSet(model, data, cfg, steps)
         if name == "none":
             methods[name], tuning[name] = NoEdit(), {"budget": "nothing to tune"}
@@ -193,18 +224,14 @@ def set_up(
             tuning[name] = {"budget": "nothing to tune"}
         elif name in ("fast_memory", "dual_key"):
             if "fast" not in shared:
-                shared["fast"] = _fast(model, data, cfg)
+                if tune is None:
+                    tune = TuneSet(model, data, cfg, steps)
+                shared["fast"] = _fast(model, data, cfg, tune, progress)
             fast, record = shared["fast"]
             methods[name] = replace(fast, name=name, mode="" if name == "fast_memory" else name)
             tuning[name] = record
-        elif name == "grace":
-            assert tune is not None
-            methods[name], tuning[name] = _grace(model, data, cfg, tune, progress)
-        elif name == "lora":
-            assert tune is not None
-            methods[name], tuning[name] = _lora(model, data, cfg, tune, progress)
         else:
             assert tune is not None
-            methods[name], tuning[name] = _rome(model, data, cfg, tune, progress)
+            methods[name], tuning[name] = TUNED[name](model, data, cfg, tune, progress)
         announce(f"fmi edit: {name} set up in {time.perf_counter() - t0:.0f} s")
     return methods, tuning

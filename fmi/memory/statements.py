@@ -156,58 +156,152 @@ def _refine(model, memory: FastMemory, states, values, targets):
 def fact_memory(memory: FastMemory, model, statement: str, answer: str, spans=None) -> FastMemory:
     """A one-entry memory (read ``memory``'s way) holding ``statement + answer``, keyed by
     ``spans``, from one frozen forward pass; the entry gets id ``memory.next_id``."""
+    return facts_memory(memory, model, [statement], [answer], [spans])
+
+
+WRITE_CHUNK = 256
+"""Facts per chunk of a batched write: activations are kept for one chunk at a time."""
+
+
+def facts_memory(
+    memory: FastMemory,
+    model,
+    statements: list[str],
+    answers: list[str],
+    spans: list[dict | None] | None = None,
+    *,
+    batch_size: int = 16,
+) -> FastMemory:
+    """A memory (read ``memory``'s way) holding every ``statements[i] + answers[i]``, keyed by
+    ``spans[i]``, from batched frozen forwards (``batch_size`` facts a forward; the values of a
+    chunk share one streamed read of ``W_U``); the entries get ids ``memory.next_id`` onwards,
+    in order. Entry for entry it equals writing the facts one at a time (up to float rounding of
+    batched products).
+
+    >>> import fmi
+    >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+    >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+    >>> two = facts_memory(memory, model, ["Ann lives in", "Bob lives in"], [" Rome", " Oslo"])
+    >>> [e.id for e in two.entries], [e.answer for e in two.entries]
+    ([0, 1], [' Rome', ' Oslo'])
+    """
     if model.name != memory.model_name:
         raise MemoryMismatchError(
             f"this memory was written with model {memory.model_name!r}, not {model.name!r}"
         )
-    if not isinstance(answer, str) or not answer.strip():
-        raise ConfigError(f"the answer to {statement!r} must be non-empty text, got {answer!r}")
-    ks = key_spans(statement, spans)
+    spans = list(spans) if spans is not None else [None] * len(statements)
+    if not (len(statements) == len(answers) == len(spans)):
+        raise ConfigError(
+            f"{len(statements)} statements, {len(answers)} answers and {len(spans)} spans: "
+            "give one of each per fact"
+        )
+    for statement, answer in zip(statements, answers, strict=True):
+        if not isinstance(answer, str) or not answer.strip():
+            raise ConfigError(
+                f"the answer to {statement!r} must be non-empty text, got {answer!r}"
+            )
+    keyed = [key_spans(s, sp) for s, sp in zip(statements, spans, strict=True)]
+    out = memory.select([])
+    for lo in range(0, len(statements), WRITE_CHUNK):
+        hi = min(lo + WRITE_CHUNK, len(statements))
+        chunk = _chunk_memory(
+            memory, model, statements[lo:hi], answers[lo:hi], keyed[lo:hi], lo, batch_size
+        )
+        out = out.appended(chunk)
+    return out
+
+
+def _chunk_memory(
+    memory: FastMemory,
+    model,
+    statements: list[str],
+    answers: list[str],
+    keyed: list[KeySpans],
+    first: int,
+    batch_size: int,
+) -> FastMemory:
+    """:func:`facts_memory` of one chunk whose first fact is fact ``first`` of the write."""
     enc = memory.encoder
     end = memory.end or ""
     got, acts = answer_values(
-        model, [statement], [answer], end=end, sites=(enc.symbol_site, enc.token_site)
+        model,
+        statements,
+        answers,
+        end=end,
+        batch_size=batch_size,
+        sites=(enc.symbol_site, enc.token_site),
     )
-    offsets = model.tokenizer(statement + answer + end, return_offsets_mapping=True)
-    offsets = [(a, b) if b <= len(statement) else (0, 0) for a, b in offsets["offset_mapping"]]
-    sym, ctx = span_positions(offsets, ks.symbol), span_positions(offsets, ks.context)
-    ids, has_end = got.tokens[0], got.has_end[0]
-    values = _refine(model, memory, got.states[0], got.values[0], torch.tensor(ids))
-    entry = Entry(
-        ks.context_text,
-        ks.symbol_text,
-        answer,
-        ids[0],
-        tuple(ids),
-        has_end,
-        statement,
-        memory.next_id,
-    )
-    token_acts = acts.acts[enc.token_site][0]
+    ids = torch.tensor([t for row in got.tokens for t in row])
+    values = _refine(model, memory, torch.cat(got.states), torch.cat(got.values), ids)
+    per_fact = values.split([len(row) for row in got.tokens])
+    entries, symbol_keys, token_keys, owner, role, tails, tail_owner = [], [], [], [], [], [], []
+    for i, (statement, answer, ks) in enumerate(zip(statements, answers, keyed, strict=True)):
+        text = statement + answer + end
+        offsets = model.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+        offsets = [(a, b) if b <= len(statement) else (0, 0) for a, b in offsets]
+        sym, ctx = span_positions(offsets, ks.symbol), span_positions(offsets, ks.context)
+        entries.append(
+            Entry(
+                ks.context_text,
+                ks.symbol_text,
+                answer,
+                got.tokens[i][0],
+                tuple(got.tokens[i]),
+                got.has_end[i],
+                statement,
+                memory.next_id + first + i,
+            )
+        )
+        token_acts = acts.acts[enc.token_site][i]
+        symbol_keys.append(acts.acts[enc.symbol_site][i][sym[-1]])
+        token_keys.append(torch.cat([token_acts[sym], token_acts[ctx]]))
+        owner += [i] * (len(sym) + len(ctx))
+        role += [SYMBOL_ROLE] * len(sym) + [CONTEXT_ROLE] * len(ctx)
+        tails.append(per_fact[i][1:])
+        tail_owner += [i] * (per_fact[i].shape[0] - 1)
     return replace(
         memory,
-        entries=[entry],
-        values=values[:1],
-        symbol_keys=acts.acts[enc.symbol_site][0][sym[-1]][None],
-        token_keys=torch.cat([token_acts[sym], token_acts[ctx]]),
-        token_owner=torch.zeros(len(sym) + len(ctx), dtype=torch.long),
-        token_role=torch.tensor([SYMBOL_ROLE] * len(sym) + [CONTEXT_ROLE] * len(ctx)),
-        tail_values=values[1:],
-        tail_owner=torch.zeros(values.shape[0] - 1, dtype=torch.long),
+        entries=entries,
+        values=torch.stack([v[0] for v in per_fact]),
+        symbol_keys=torch.stack(symbol_keys),
+        token_keys=torch.cat(token_keys),
+        token_owner=torch.tensor(owner, dtype=torch.long),
+        token_role=torch.tensor(role, dtype=torch.long),
+        tail_values=torch.cat(tails),
+        tail_owner=torch.tensor(tail_owner, dtype=torch.long),
     )
 
 
 def write_fact(memory: FastMemory, model, statement: str, answer: str, spans=None) -> Stored:
     """:meth:`FastMemory.write`: append the fact, replacing an entry with the same key spans."""
-    new = fact_memory(memory, model, statement, answer, spans)
-    entry = new.entries[0]
-    same = [
-        i
-        for i, e in enumerate(memory.entries)
-        if (e.symbol, e.context) == (entry.symbol, entry.context)
-    ]
-    replaced = memory.entries[same[0]] if same else None
-    kept = memory.select([i for i in range(len(memory)) if i not in same])
-    memory._become(kept.appended(new))
-    memory.next_id = entry.id + 1
-    return Stored(entry, replaced)
+    return write_facts(memory, model, [statement], [answer], [spans])[0]
+
+
+def write_facts(
+    memory: FastMemory,
+    model,
+    statements: list[str],
+    answers: list[str],
+    spans: list[dict | None] | None = None,
+    *,
+    batch_size: int = 16,
+) -> list[Stored]:
+    """:meth:`FastMemory.write_many`: append every fact from batched frozen forwards
+    (:func:`facts_memory`); each replaces a stored entry with the same key spans, and a later
+    fact of the same call replaces an earlier one (latest wins, as writing them in turn)."""
+    new = facts_memory(memory, model, statements, answers, spans, batch_size=batch_size)
+    stored: list[Stored] = []
+    current = {(e.symbol, e.context): e for e in memory.entries}
+    for row, entry in enumerate(new.entries):
+        key = (entry.symbol, entry.context)
+        stored.append(Stored(entry, current.get(key)))
+        current[key] = entry
+    last = {(e.symbol, e.context): row for row, e in enumerate(new.entries)}
+    keep_new = [row for row, e in enumerate(new.entries) if last[(e.symbol, e.context)] == row]
+    kept = memory.select(
+        [i for i, e in enumerate(memory.entries) if (e.symbol, e.context) not in last]
+    )
+    memory._become(kept.appended(new.select(keep_new)))
+    if new.entries:
+        memory.next_id = new.entries[-1].id + 1
+    return stored

@@ -300,6 +300,34 @@ class FastMemory:
 
         return write_fact(self, self._require_model(model), statement, answer, spans)
 
+    def write_many(
+        self,
+        statements: list[str],
+        answers: list[str],
+        *,
+        spans: list[dict | None] | None = None,
+        model=None,
+        batch_size: int = 16,
+    ):
+        """Store many facts from batched frozen forward passes (``batch_size`` facts a pass,
+        no backward pass): what :meth:`write` of each in turn stores, latest wins. Returns one
+        :class:`fmi.memory.statements.Stored` per fact.
+
+        >>> import fmi
+        >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
+        >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+        >>> got = memory.write_many(
+        ...     ["Ann lives in", "Bob lives in"], [" Rome", " Oslo"],
+        ...     spans=[{"symbol": "Ann"}, {"symbol": "Bob"}])
+        >>> [s.entry.id for s in got], len(memory)
+        ([0, 1], 2)
+        """
+        from fmi.memory.statements import write_facts
+
+        return write_facts(
+            self, self._require_model(model), statements, answers, spans, batch_size=batch_size
+        )
+
     def delete(self, entry_id: int) -> Entry:
         """Remove the entry with id ``entry_id`` and return it; reading is then exactly as if it
         had never been written.

@@ -129,6 +129,48 @@ def test_same_spans_replace_latest_wins(memory):
     assert e.replaced is None and f.replaced == e.entry and len(memory) == 4
 
 
+BATCH = [
+    ("Alice's favourite drink is", " green tea", {"symbol": "Alice"}),
+    ("Bob lives in", " Paris", {"symbol": "Bob"}),
+    ("In game A, the dax is", " red", {"symbol": "dax", "context": "game A"}),
+    ("Alice's favourite drink is", " coffee", {"symbol": "Alice"}),
+    ("Carol works at", " the town hall", None),
+]
+
+
+def test_write_many_equals_writing_in_turn(tiny_gemma, memory):
+    """The batched write (several facts a forward, one W_U read per chunk) stores what writing
+    each fact in turn stores: the same entries, replacements, ids and tensors."""
+    loop = memory.select([])
+    one_by_one = [loop.write(s, a, spans=sp, model=tiny_gemma) for s, a, sp in BATCH]
+    batched = memory.select([])
+    got = batched.write_many(
+        [s for s, _, _ in BATCH], [a for _, a, _ in BATCH], spans=[sp for *_, sp in BATCH],
+        model=tiny_gemma, batch_size=2,
+    )
+    assert got == one_by_one
+    assert [e.id for e in batched.entries] == [1, 2, 3, 4] and batched.next_id == loop.next_id
+    assert batched.entries == loop.entries
+    for name in ("values", "symbol_keys", "token_keys", "tail_values"):
+        torch.testing.assert_close(getattr(batched, name), getattr(loop, name), atol=1e-5, rtol=0)
+    for name in ("token_owner", "token_role", "tail_owner"):
+        assert torch.equal(getattr(batched, name), getattr(loop, name)), name
+
+
+def test_write_many_chunks_agree_and_refuse_mismatched_lists(tiny_gemma, memory, monkeypatch):
+    import fmi.memory.statements as statements
+
+    whole = memory.select([])
+    whole.write_many([s for s, _, _ in BATCH], [a for _, a, _ in BATCH], model=tiny_gemma)
+    monkeypatch.setattr(statements, "WRITE_CHUNK", 2)
+    chunked = memory.select([])
+    chunked.write_many([s for s, _, _ in BATCH], [a for _, a, _ in BATCH], model=tiny_gemma)
+    assert chunked.entries == whole.entries
+    torch.testing.assert_close(chunked.values, whole.values, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="2 statements, 1 answers"):
+        memory.write_many(["a is", "b is"], [" x"], model=tiny_gemma)
+
+
 def test_delete_restores_the_memory_free_output_bit_for_bit(tiny_gemma, memory):
     bare = _logits(tiny_gemma, None, PROMPTS)
     memory.write("Alice's favourite drink is", " green tea", spans={"symbol": "Alice"})
@@ -225,5 +267,5 @@ def test_public_api_is_small_and_documented():
     for name in fmi.__all__:
         obj = getattr(fmi, name)
         assert obj.__doc__, name
-    for method in ("fit", "write", "delete", "generate", "apply", "save", "load"):
+    for method in ("fit", "write", "write_many", "delete", "generate", "apply", "save", "load"):
         assert ">>>" in getattr(fmi.FastMemory, method).__doc__, method
