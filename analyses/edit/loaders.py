@@ -1,7 +1,7 @@
 """A user's own copy of the public editing datasets, read into
 :class:`~analyses.edit.cases.EditCase`.
 
-Two layouts, each a JSON list of records or JSON Lines (one record a line):
+Three layouts, each a JSON list of records or JSON Lines (one record a line):
 
 - ``counterfact`` (ROME's ``counterfact.json``): ``case_id``, ``requested_rewrite``
   {``prompt`` (``{}`` for the subject), ``subject``, ``target_new`` {``str``}, ``target_true``
@@ -16,6 +16,22 @@ Two layouts, each a JSON list of records or JSON Lines (one record a line):
   optional ``case_id`` or ``id`` (default: the record's index). The prompt is ``src`` with the
   subject's first occurrence (matched case-insensitively when the exact text is absent) made
   ``{}``; other braces in ``src`` are doubled so ``prompt.format(subject)`` gives ``src`` back.
+
+- ``knowedit`` (EasyEdit's KnowEdit JSON, e.g. ``wiki_counterfact``, ``ZsRE``,
+  ``wiki_recent``): ``subject``, ``prompt`` (the whole prompt, holding the subject, made a
+  template as for ZsRE), ``target_new``, optional ``ground_truth`` (absent in ``wiki_recent``:
+  ``target_true`` is then ``""`` and the probability scores skip the case), optional
+  ``rephrase`` / ``rephrase_prompt`` (a string or a list: the paraphrases), optional
+  ``portability`` {``Subject_Aliasing`` (kind ``alias``), ``Reasoning`` or ``reasoning`` and
+  ``Logical_Generalization`` (kind ``one_hop``)} and optional ``locality``
+  {``Relation_Specificity``, ``Forgetfulness``}, each a list of {``prompt``, ``ground_truth``},
+  optional ``case_id`` or ``id``. Both locality lists become ``relation_probes``: they ask about
+  the edit's own subject (Forgetfulness asks for the old answer beside the new one), and the
+  unedited model's output there must stay; ``neighbourhood`` stays for other subjects, and is
+  empty. Every answer (``target_new``, ``ground_truth``, an entry's ``ground_truth``) may be a
+  string, a list of strings or a list of lists of aliases: the first string is used. An entry's
+  ``prompt`` may be a list of prompts (one probe each). Other portability and locality keys are
+  not read.
 
 Every problem is one line naming the file, and for a record its index and the field:
 
@@ -39,10 +55,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from analyses.edit.cases import EditCase, Probe
+from analyses.edit.cases import EditCase, Portable, Probe
 from fmi.errors import ConfigError
 
-FORMATS = ("auto", "counterfact", "zsre")
+FORMATS = ("auto", "counterfact", "zsre", "knowedit")
 
 
 def _kind(value: Any) -> str:
@@ -157,6 +173,29 @@ def _counterfact(rec: _Record) -> EditCase:
             neighbours.append(Probe(rec.text(f"{name}[{j}]", entry), target_true))
         else:
             raise rec.fail(f"{name}[{j}]", f"must be a string or an object, got {_kind(entry)}")
+    from analyses.edit.cases import PORTABILITY_KINDS
+
+    # optional lists of objects: relation_specificity {prompt, answer ("" allowed),
+    # relation_id (unread)} and portability {prompt, answer, kind}; absent: none
+    extra: dict[str, list[Any]] = {"relation_specificity": [], "portability": []}
+    for name, items in extra.items():
+        entries = rec.get(name, [])
+        if not isinstance(entries, list):
+            raise rec.fail(name, f"must be a list, got {_kind(entries)}")
+        for j, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise rec.fail(f"{name}[{j}]", f"must be an object, got {_kind(entry)}")
+            for key in ("prompt", "answer", "kind")[: 3 if name == "portability" else 2]:
+                if key not in entry:
+                    raise rec.fail(f"{name}[{j}].{key}", "is missing")
+            text = rec.text(f"{name}[{j}].prompt", entry["prompt"])
+            if name == "relation_specificity":
+                items.append(Probe(text, rec.text(f"{name}[{j}].answer", entry["answer"], True)))
+                continue
+            kind = rec.text(f"{name}[{j}].kind", entry["kind"])
+            if kind not in PORTABILITY_KINDS:
+                raise rec.fail(f"{name}[{j}].kind", f"must be one of {PORTABILITY_KINDS}: {kind!r}")
+            items.append(Portable(text, rec.text(f"{name}[{j}].answer", entry["answer"]), kind))
     return EditCase(
         case_id=case_id,
         subject=subject,
@@ -167,6 +206,8 @@ def _counterfact(rec: _Record) -> EditCase:
         neighbourhood=tuple(neighbours),
         relation=rec.optional(f"{rewrite}.relation_id"),
         split=rec.optional("split"),
+        relation_probes=tuple(extra["relation_specificity"]),
+        portability=tuple(extra["portability"]),
     )
 
 
@@ -204,6 +245,123 @@ def _zsre(rec: _Record, index: int) -> EditCase:
     )
 
 
+KNOWEDIT_PORTABILITY = {
+    "Subject_Aliasing": "alias",
+    "Reasoning": "one_hop",
+    "reasoning": "one_hop",
+    "Logical_Generalization": "one_hop",
+}
+"""KnowEdit's ``portability`` keys read, and the :class:`Portable` kind each becomes (EasyEdit
+writes ``Reasoning`` in the files and ``reasoning`` in its scripts; both are read)."""
+KNOWEDIT_LOCALITY = ("Relation_Specificity", "Forgetfulness")
+"""KnowEdit's ``locality`` keys read; both become ``relation_probes`` (the edit's own subject,
+whose unedited output must stay)."""
+
+
+def _answers(rec: _Record, name: str, value: Any) -> list[str]:
+    """A KnowEdit answer: a string, a list of strings, or a list of lists of strings (groups of
+    aliases), flattened in order; at least one non-empty string."""
+    if isinstance(value, str):
+        items = [value]
+    elif isinstance(value, list):
+        items = []
+        for j, group in enumerate(value):
+            if isinstance(group, str):
+                items.append(group)
+            elif isinstance(group, list):
+                items.extend(rec.text(f"{name}[{j}][{k}]", a, True) for k, a in enumerate(group))
+            else:
+                raise rec.fail(
+                    f"{name}[{j}]", f"must be a string or a list of strings, got {_kind(group)}"
+                )
+    else:
+        raise rec.fail(
+            name, f"must be a string or a list (of lists) of strings, got {_kind(value)}"
+        )
+    items = [a for a in items if a.strip()]
+    if not items:
+        raise rec.fail(name, "holds no non-empty answer")
+    return items
+
+
+def _knowedit_probes(rec: _Record, name: str) -> list[tuple[str, str]]:
+    """``(prompt, first answer)`` for each entry of the list at ``name`` (an entry's ``prompt``
+    may be a list of prompts: one pair each)."""
+    entries = rec.get(name)
+    if not isinstance(entries, list):
+        raise rec.fail(name, f"must be a list of objects, got {_kind(entries)}")
+    out: list[tuple[str, str]] = []
+    for j, entry in enumerate(entries):
+        where = f"{name}[{j}]"
+        if not isinstance(entry, dict):
+            raise rec.fail(where, f"must be an object, got {_kind(entry)}")
+        for key in ("prompt", "ground_truth"):
+            if key not in entry:
+                raise rec.fail(f"{where}.{key}", "is missing")
+        prompts = entry["prompt"]
+        if isinstance(prompts, list):
+            if not prompts:
+                raise rec.fail(f"{where}.prompt", "is an empty list")
+            prompts = [rec.text(f"{where}.prompt[{k}]", p) for k, p in enumerate(prompts)]
+        else:
+            prompts = [rec.text(f"{where}.prompt", prompts)]
+        answer = _answers(rec, f"{where}.ground_truth", entry["ground_truth"])[0]
+        out.extend((p, answer) for p in prompts)
+    return out
+
+
+def _section(rec: _Record, name: str) -> dict[str, Any]:
+    value = rec.get(name, None)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise rec.fail(name, f"must be an object, got {_kind(value)}")
+    return value
+
+
+def _knowedit(rec: _Record, index: int) -> EditCase:
+    subject = rec.text("subject")
+    text = rec.text("prompt")
+    span = _slot(text, subject)
+    if span is None:
+        raise rec.fail("subject", f"{subject!r} does not occur in field 'prompt' ({text!r})")
+
+    def escape(part: str) -> str:
+        return part.replace("{", "{{").replace("}", "}}")
+
+    truth = rec.get("ground_truth", None)
+    rephrase: list[str] = []
+    for name in ("rephrase", "rephrase_prompt"):
+        value = rec.get(name, None)
+        if isinstance(value, list):
+            rephrase.extend(rec.texts(name))
+        elif value is not None:
+            rephrase.append(rec.text(name, value))
+    portability = _section(rec, "portability")
+    locality = _section(rec, "locality")
+    return EditCase(
+        case_id=rec.identity(("case_id", "id"), str(index)),
+        subject=subject,
+        prompt=escape(text[: span[0]]) + "{}" + escape(text[span[1] :]),
+        target_new=_answers(rec, "target_new", rec.get("target_new"))[0],
+        target_true="" if truth is None else _answers(rec, "ground_truth", truth)[0],
+        paraphrases=tuple(rephrase),
+        relation_probes=tuple(
+            Probe(p, a)
+            for key in KNOWEDIT_LOCALITY
+            if key in locality
+            for p, a in _knowedit_probes(rec, f"locality.{key}")
+        ),
+        portability=tuple(
+            Portable(p, a, kind)
+            for key, kind in KNOWEDIT_PORTABILITY.items()
+            if key in portability
+            for p, a in _knowedit_probes(rec, f"portability.{key}")
+        ),
+        split=rec.optional("split"),
+    )
+
+
 def _records(path: Path) -> list[Any]:
     """The file's records: a JSON list, or JSON Lines (blank lines skipped)."""
     if not path.is_file():
@@ -236,10 +394,12 @@ def _records(path: Path) -> list[Any]:
 
 
 def detect_format(record: Any) -> str:
-    """``"counterfact"`` or ``"zsre"`` from a record's keys, else ``""``.
+    """``"counterfact"``, ``"zsre"`` or ``"knowedit"`` from a record's keys, else ``""``.
 
     >>> detect_format({"requested_rewrite": {}}), detect_format({"src": "", "alt": ""})
     ('counterfact', 'zsre')
+    >>> detect_format({"subject": "", "prompt": "", "target_new": ""})
+    'knowedit'
     >>> detect_format({"question": ""})
     ''
     """
@@ -248,13 +408,16 @@ def detect_format(record: Any) -> str:
             return "counterfact"
         if "src" in record and "alt" in record:
             return "zsre"
+        if all(k in record for k in ("subject", "prompt", "target_new")):
+            return "knowedit"
     return ""
 
 
 def load_cases(path: str | Path, format: str = "auto") -> list[EditCase]:
     """Every record of ``path`` as an :class:`EditCase`. ``format`` is ``"counterfact"``,
-    ``"zsre"`` or ``"auto"`` (told from the first record's keys: ``requested_rewrite`` means
-    CounterFact, ``src`` and ``alt`` mean ZsRE). See the module's docstring for an example."""
+    ``"zsre"``, ``"knowedit"`` or ``"auto"`` (told from the first record's keys:
+    ``requested_rewrite`` means CounterFact, ``src`` and ``alt`` mean ZsRE, ``subject``,
+    ``prompt`` and ``target_new`` mean KnowEdit). See the module's docstring for an example."""
     if format not in FORMATS:
         raise ConfigError(
             f"unknown edit-case format {format!r}; expected one of "
@@ -267,10 +430,16 @@ def load_cases(path: str | Path, format: str = "auto") -> list[EditCase]:
         if not format:
             raise ConfigError(
                 f"{source}: record 0: cannot tell the format: looked for key "
-                "'requested_rewrite' (counterfact) or keys 'src' and 'alt' (zsre)"
+                "'requested_rewrite' (counterfact), keys 'src' and 'alt' (zsre) or keys "
+                "'subject', 'prompt' and 'target_new' (knowedit)"
             )
     cases = []
     for i, data in enumerate(records):
         rec = _Record(source, i, data)
-        cases.append(_counterfact(rec) if format == "counterfact" else _zsre(rec, i))
+        if format == "counterfact":
+            cases.append(_counterfact(rec))
+        elif format == "zsre":
+            cases.append(_zsre(rec, i))
+        else:
+            cases.append(_knowedit(rec, i))
     return cases

@@ -71,11 +71,18 @@ class Held:
 
     ``explain(prompts)``: per prompt, what the method retrieved for it, JSON-ready (a memory:
     ``{"entry": case_id or None, "score": s, "threshold": t}``); the failure log keeps it beside
-    each failing probe. Methods without a retrieval step return ``{}`` per prompt."""
+    each failing probe. Methods without a retrieval step return ``{}`` per prompt.
+
+    ``prefix``: a text every rewritten prompt starts with (in-context's stated facts), so that
+    ``prompts(texts) == [prefix + t for t in texts]``; a scorer may instead decode the raw texts
+    after the prefix's cached keys and values
+    (:func:`analyses.edit.prefix_cache.decode_with_prefix`): the same tokens, the prefix run once.
+    Empty: no shared prefix."""
 
     hooks_for: HooksFor = no_hooks
     prompts: Callable[[list[str]], list[str]] = field(default=lambda texts: list(texts))
     explain: Callable[[list[str]], list[dict[str, Any]]] = no_explain
+    prefix: str = ""
 
 
 class Method(Protocol):

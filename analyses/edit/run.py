@@ -9,8 +9,9 @@
    another and the group is scored after the last (:mod:`analyses.edit.score`).
 
 The document: ``results[method][T]`` with every metric, ``<metric>_ci``, ``<metric>_n``,
-``seconds_per_edit``, forward and backward passes per edit and ``n`` (edits scored); a cell that
-was not run has ``not_run`` with the reason.
+``<metric>_clusters`` (:mod:`analyses.edit.rates`), ``seconds_per_edit``, forward and backward
+passes per edit, ``n`` (edits scored) and ``failures`` (:mod:`analyses.edit.failures`); a cell
+that was not run has ``not_run`` with the reason.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from analyses.edit import tune
 from analyses.edit.bundled.files import BUNDLED, bundled_path, load_bundled, load_unrelated
 from analyses.edit.cases import EditCase
 from analyses.edit.config import EditConfig
+from analyses.edit.failures import failure_log
 from analyses.edit.loaders import _records, detect_format, load_cases
 from analyses.edit.method import Cost, Held, Method
 from analyses.edit.methods import TooLong
@@ -102,11 +104,15 @@ def load_data(cfg: EditConfig) -> Data:
 
 
 def _cell(outcomes: list[Outcome], cost: Cost, written: int, extra: dict) -> dict[str, Any]:
+    """A results cell: every metric with ``<metric>_ci``, ``_n`` and ``_clusters``
+    (:func:`analyses.edit.rates.summary`), the cost per edit, ``n`` and the ``failures`` log
+    (:func:`analyses.edit.failures.failure_log`)."""
     out: dict[str, Any] = summary(outcomes)
     out.update({k: round(v, 6) for k, v in cost.per_edit(written).items()})
     out["n"] = cases_scored(outcomes)
     out["edits_written"] = written
     out.update(extra)
+    out["failures"] = failure_log(outcomes)
     return out
 
 
@@ -302,11 +308,22 @@ def _pooled_cell(
 
 
 def _announce_cell(announce: Callable[[str], None], name: str, t: int, cell: dict) -> None:
+    extra = "".join(
+        f" {label} {_fmt(cell.get(key))}"
+        for key, label in (
+            ("relation_specificity", "relation"),
+            ("portability_alias", "alias"),
+            ("portability_one_hop", "one_hop"),
+        )
+        if cell.get(key) is not None
+    )
     announce(
-        f"fmi edit: {name:<12} T={t:<5} efficacy {cell['efficacy']:.3f} "
+        f"fmi edit: {name:<12} T={t:<5} efficacy {_fmt(cell['efficacy'])} "
         f"generalization {_fmt(cell['generalization'])} specificity "
         f"{_fmt(cell['specificity'])} unrelated_changed "
-        f"{_fmt(cell['unrelated_changed'])}  {cell['seconds_per_edit']:.3f} s/edit"
+        f"{_fmt(cell['unrelated_changed'])}{extra} ES {_fmt(cell.get('es'))} PS "
+        f"{_fmt(cell.get('ps'))} NS {_fmt(cell.get('ns'))}  {len(cell.get('failures', []))} "
+        f"failing  {cell['seconds_per_edit']:.3f} s/edit"
     )
 
 

@@ -1,166 +1,68 @@
-"""Scoring held edits the same way for every method: greedy generation, no teacher forcing.
+"""Scoring held edits the same way for every method: greedy generation, and teacher-forced
+whole-target probabilities.
 
-For a group of edits held at once, every probe is decoded greedily through the method's prompt
-rewrite and hooks (:class:`analyses.edit.method.Held`), in one :func:`fmi.core.generate.decode`
-call:
+For a group of edits held at once, every distinct probe prompt is decoded greedily through the
+method's prompt rewrite and hooks (:class:`analyses.edit.method.Held`), in one
+:func:`fmi.core.generate.decode` call, and judged (:func:`judge`):
 
-- ``efficacy``: the rewrite prompt's output starts with ``target_new``, word-bounded
+- rewrite, paraphrase, ``alias`` and ``one_hop`` prompts: the output starts with the wanted
+  answer (``target_new``; a portability probe's own), word-bounded
   (:func:`fmi.experiments.metrics.text_matches`);
-- ``generalization``: the same for each paraphrase prompt;
-- ``specificity``: each neighbourhood prompt's new tokens equal the unedited model's;
-- ``unrelated_changed``: a generic prompt's new tokens differ from the unedited model's.
+- neighbourhood and ``relation`` prompts: the new tokens equal the unedited model's;
+- generic prompts (``unrelated``): the new tokens differ from the unedited model's.
 
-And the literature's probability scores, on the first answer token (the decode's first step):
-``rewrite_score`` and ``paraphrase_score`` count ``P(new) > P(true)``, ``neighbourhood_score``
-counts ``P(answer) > P(new)`` for a neighbour with a known answer. A probe whose two answers
-start with the same token says nothing on the first token and is left out of that score.
+Then, for every probe with two answers to compare (rewrite and paraphrase: ``target_new`` over
+``target_true``; a neighbour with a known answer: that answer over ``target_new``), both whole
+targets are teacher-forced after the prompt under the same hooks
+(:func:`analyses.edit.probability.target_logprobs`): their first tokens give the first-token
+scores, their per-token means ROME's ES / PS / NS and magnitudes. The metrics, their trial
+keys, clusters and intervals are :mod:`analyses.edit.rates`', the groups and probes
+:mod:`analyses.edit.plan`'s (re-exported here), the failure log :mod:`analyses.edit.failures`'.
 
->>> outcome = Outcome("rewrite", "0", hit=True, margin=1.5)
->>> summary([outcome, Outcome("rewrite", "1", hit=False, margin=-0.5)])["efficacy"]
-0.5
+>>> outcomes = [Outcome("rewrite", "0", hit=True, margin=1.5, prompt="A is in"),
+...             Outcome("rewrite", "1", hit=False, margin=-0.5, prompt="B is in")]
+>>> summary(outcomes)["efficacy"], summary(outcomes)["rewrite_score"]
+(0.5, 0.5)
 """
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
-import torch
-
-from analyses.edit.cases import EditCase, answer_text
 from analyses.edit.method import Held
+from analyses.edit.plan import Group, Probe, bystander, first_token, groups, max_tokens, probes
+from analyses.edit.probability import mean_logprob, target_logprobs
+from analyses.edit.rates import (
+    FIRST_TOKEN,
+    GREEDY,
+    KINDS,
+    METRIC_LABELS,
+    METRICS,
+    WANTS_ANSWER,
+    Outcome,
+    summary,
+)
 from fmi.core.generate import decode
-from fmi.experiments.intervals import wilson
 from fmi.experiments.metrics import text_matches
-from fmi.memory.answers import answer_positions
 
-KINDS = ("rewrite", "paraphrase", "neighbour", "unrelated")
-RATE_OF = {
-    "rewrite": "efficacy",
-    "paraphrase": "generalization",
-    "neighbour": "specificity",
-    "unrelated": "unrelated_changed",
-}
-SCORE_OF = {
-    "rewrite": "rewrite_score",
-    "paraphrase": "paraphrase_score",
-    "neighbour": "neighbourhood_score",
-}
-METRICS = (*RATE_OF.values(), *SCORE_OF.values())
+__all__ = [
+    "KINDS",
+    "METRICS",
+    "METRIC_LABELS",
+    "Group",
+    "Outcome",
+    "Probe",
+    "bystander",
+    "first_token",
+    "groups",
+    "max_tokens",
+    "probes",
+    "summary",
+]
 
-
-@dataclass(frozen=True)
-class Group:
-    """Edits held at once, which of them are scored, and the generic prompts scored with them."""
-
-    edits: tuple[EditCase, ...]
-    scored: tuple[int, ...]
-    unrelated: tuple[str, ...]
-
-
-def groups(
-    cases: Sequence[EditCase], held: int, scored: int, unrelated: Sequence[str], seed: int
-) -> list[Group]:
-    """The groups that score ``scored`` edits with ``held`` edits held at once.
-
-    The cases are shuffled by ``random.Random(seed)``; the scored edits are always the first
-    ``scored`` of that order, whatever ``held`` is, so every T scores the same edits. With
-    ``held >= scored`` there is one group of the first ``held`` cases; otherwise consecutive
-    groups of ``held`` (disjoint) until ``scored`` edits are covered. The generic prompts are
-    dealt round-robin over the groups, each scored once.
-
-    >>> cases = [EditCase(str(i), f"S{i}", "{} is in", "A", "B") for i in range(6)]
-    >>> [(len(g.edits), g.scored) for g in groups(cases, 2, 4, ["u1", "u2", "u3"], seed=0)]
-    [(2, (0, 1)), (2, (0, 1))]
-    >>> [g.unrelated for g in groups(cases, 2, 4, ["u1", "u2", "u3"], seed=0)]
-    [('u1', 'u3'), ('u2',)]
-    >>> [(len(g.edits), g.scored) for g in groups(cases, 9, 3, [], seed=0)]
-    [(6, (0, 1, 2))]
-    """
-    order = list(cases)
-    random.Random(seed).shuffle(order)
-    n_scored = min(scored, len(order))
-    if held >= n_scored:
-        chunks = [(order[: min(held, len(order))], range(n_scored))]
-    else:
-        chunks = [
-            (order[lo : lo + held], range(min(held, n_scored - lo)))
-            for lo in range(0, n_scored, held)
-        ]
-    count = len(chunks)
-    return [
-        Group(tuple(edits), tuple(rows), tuple(unrelated[g::count]))
-        for g, (edits, rows) in enumerate(chunks)
-    ]
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One prompt to decode: its kind, its case, what counts as a hit, and the token ids whose
-    first-step log-probabilities its probability score compares (``(better, worse)``)."""
-
-    kind: str
-    case_id: str
-    prompt: str
-    want: str = ""  # efficacy / generalization: the target text
-    pair: tuple[int, int] | None = None
-
-
-def first_token(tokenizer, prompt: str, target: str) -> int:
-    """The first token of ``target`` as it follows ``prompt``."""
-    return answer_positions(tokenizer, prompt, answer_text(target), "")[0][0]
-
-
-def _pair(tokenizer, prompt: str, better: str, worse: str) -> tuple[int, int] | None:
-    if not better.strip() or not worse.strip():
-        return None
-    a, b = first_token(tokenizer, prompt, better), first_token(tokenizer, prompt, worse)
-    return None if a == b else (a, b)
-
-
-def probes(tokenizer, group: Group) -> list[Probe]:
-    """Every prompt ``group`` is scored on: per scored edit its rewrite, paraphrases and
-    neighbours, then the generic prompts."""
-    out: list[Probe] = []
-    for row in group.scored:
-        c = group.edits[row]
-        for kind, prompts in (("rewrite", [c.rewrite]), ("paraphrase", list(c.paraphrases))):
-            out.extend(
-                Probe(
-                    kind,
-                    c.case_id,
-                    p,
-                    c.target_new,
-                    _pair(tokenizer, p, c.target_new, c.target_true),
-                )
-                for p in prompts
-            )
-        out.extend(
-            Probe(
-                "neighbour",
-                c.case_id,
-                n.prompt,
-                "",
-                _pair(tokenizer, n.prompt, n.answer, c.target_new),
-            )
-            for n in c.neighbourhood
-        )
-    out.extend(Probe("unrelated", "", p) for p in group.unrelated)
-    return out
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A probe's result: ``hit`` for its rate (unrelated: the output changed) and the first-token
-    log-probability margin ``better - worse`` (``None``: no probability score)."""
-
-    kind: str
-    case_id: str
-    hit: bool
-    margin: float | None = None
-    output: str = ""
+RATE_OF = GREEDY
+SCORE_OF = FIRST_TOKEN
 
 
 def judge(
@@ -169,9 +71,14 @@ def judge(
     tokens: tuple[int, ...],
     base: tuple[int, ...] | None,
     margin: float | None,
+    *,
+    full: tuple[float, float] | None = None,
+    expected: str | None = None,
 ) -> Outcome:
     """The :class:`Outcome` of ``probe`` given its decoded ``output`` text and new ``tokens``,
-    and the unedited model's new tokens ``base`` (needed by neighbours and generic prompts).
+    the unedited model's new tokens ``base`` (needed by neighbourhood, relation and generic
+    prompts), its first-token ``margin`` and whole-target mean log-probabilities ``full``;
+    ``expected`` (for the failure log) defaults to the wanted answer.
 
     >>> p = Probe("rewrite", "0", "Rome is in", "Italy")
     >>> judge(p, " Italy, a", (1, 2), None, None).hit, judge(p, " Italyn", (3,), None, None).hit
@@ -182,15 +89,30 @@ def judge(
     >>> judge(Probe("unrelated", "", "Hi"), "", (4, 6), (4, 5), None).hit
     True
     """
-    if probe.kind in ("rewrite", "paraphrase"):
+    if probe.kind not in GREEDY:
+        raise ValueError(f"unknown probe kind {probe.kind!r}; kinds are {', '.join(KINDS)}")
+    if probe.kind in WANTS_ANSWER:
         hit = text_matches(output, probe.want)
     elif base is None:
         raise ValueError(f"a {probe.kind} probe needs the unedited model's output")
-    elif probe.kind == "neighbour":
+    elif probe.kind in ("neighbour", "relation"):
         hit = tokens == base
     else:
         hit = tokens != base
-    return Outcome(probe.kind, probe.case_id, hit, margin, output)
+    return Outcome(
+        probe.kind,
+        probe.case_id,
+        hit,
+        margin,
+        output,
+        prompt=probe.prompt,
+        group=probe.group,
+        cluster=probe.cluster,
+        target=probe.want if probe.kind in WANTS_ANSWER else "",
+        versus=probe.versus,
+        full=full,
+        expected=probe.want if expected is None else expected,
+    )
 
 
 def score_group(
@@ -201,66 +123,80 @@ def score_group(
     *,
     max_new_tokens: int,
     batch_size: int,
+    probabilities: bool | None = None,
 ) -> tuple[list[Outcome], dict[str, tuple[int, ...]]]:
-    """Decode ``found`` under ``held`` and judge each; also return every prompt's new tokens
-    (the unedited run's are ``base`` for the others; ``None``: this is the unedited run)."""
-    ids = torch.tensor([p.pair if p.pair else (0, 0) for p in found], dtype=torch.long)
-    texts = held.prompts([p.prompt for p in found])
-    out = decode(
+    """Decode ``found``'s distinct prompts under ``held``, teacher-force their answers
+    (``probabilities``; default: unless ``base`` is ``None``) and judge each probe; also return
+    every prompt's new tokens (the unedited run's are ``base`` for the others; ``None``: this is
+    the unedited run, judged against itself). A failing probe's outcome carries
+    ``held.explain`` of its prompt (the prompt before ``held.prompts``' rewrite)."""
+    tok = model.tokenizer
+    prompts = list(dict.fromkeys(p.prompt for p in found))
+    got = _decode(model, held, prompts, max_new_tokens, batch_size)
+    tokens = dict(zip(prompts, got.tokens, strict=True))
+    reference = base if base is not None else tokens
+    forced: dict[tuple[str, str], list[float]] = {}
+    if probabilities if probabilities is not None else base is not None:
+        pairs = list(dict.fromkeys((p.prompt, t) for p in found if p.versus for t in p.versus))
+        if pairs:
+            lps = target_logprobs(
+                model, held, [a for a, _ in pairs], [b for _, b in pairs], batch_size=batch_size
+            )
+            forced = dict(zip(pairs, lps, strict=True))
+    texts = {p: tok.decode(list(t), skip_special_tokens=True) for p, t in tokens.items()}
+    outcomes = []
+    for p in found:
+        full = margin = None
+        if p.versus and forced:
+            better, worse = forced[(p.prompt, p.versus[0])], forced[(p.prompt, p.versus[1])]
+            full = (mean_logprob(better), mean_logprob(worse))
+            margin = better[0] - worse[0] if p.pair else None
+        was = reference.get(p.prompt)
+        expected = None
+        if p.kind not in WANTS_ANSWER and was is not None:
+            expected = tok.decode(list(was), skip_special_tokens=True)
+        outcome = judge(p, texts[p.prompt], tokens[p.prompt], was, margin, full=full)
+        outcomes.append(outcome if expected is None else replace(outcome, expected=expected))
+    return _explained(held, outcomes), tokens
+
+
+def _decode(model, held: Held, prompts: list[str], max_new_tokens: int, batch_size: int):
+    """Greedy decoding of ``held.prompts(prompts)``; a held ``prefix`` (in-context's stated
+    facts) runs once, its keys and values reused
+    (:func:`analyses.edit.prefix_cache.decode_with_prefix`: the same tokens)."""
+    prefix = getattr(held, "prefix", "")
+    if prefix:
+        from analyses.edit.prefix_cache import decode_with_prefix
+
+        return decode_with_prefix(
+            model,
+            prompts,
+            held.hooks_for,
+            prefix=prefix,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+    return decode(
         model,
-        texts,
+        held.prompts(prompts),
         held.hooks_for,
-        score_ids=ids,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )
-    tok = model.tokenizer
-    tokens = {p.prompt: t for p, t in zip(found, out.tokens, strict=True)}
-    reference = base if base is not None else tokens
-    outcomes = []
-    for p, t, lp in zip(found, out.tokens, out.scores, strict=True):
-        margin = lp[0] - lp[1] if p.pair else None
-        text = tok.decode(list(t), skip_special_tokens=True)
-        outcomes.append(judge(p, text, t, reference.get(p.prompt), margin))
-    return outcomes, tokens
 
 
-def summary(outcomes: Sequence[Outcome]) -> dict[str, float | int | list[float] | None]:
-    """Every metric's rate, its Wilson 95% interval (``<metric>_ci``) and its count
-    (``<metric>_n``); probability scores count margins > 0 among probes with a margin.
-
-    >>> s = summary([Outcome("neighbour", "0", True, -0.2), Outcome("neighbour", "0", True)])
-    >>> s["specificity"], s["specificity_n"], s["neighbourhood_score"], s["neighbourhood_score_n"]
-    (1.0, 2, 0.0, 1)
-    >>> s["efficacy"] is None and s["efficacy_n"] == 0
-    True
-    """
-    hits: dict[str, list[bool]] = defaultdict(list)
-    for o in outcomes:
-        hits[RATE_OF[o.kind]].append(o.hit)
-        if o.margin is not None and o.kind in SCORE_OF:
-            hits[SCORE_OF[o.kind]].append(o.margin > 0)
-    out: dict[str, float | int | list[float] | None] = {}
-    for metric in METRICS:
-        got = hits.get(metric, [])
-        k, n = sum(got), len(got)
-        out[metric] = k / n if n else None
-        out[f"{metric}_ci"] = list(wilson(k, n)) if n else None
-        out[f"{metric}_n"] = n
-    return out
+def _explained(held: Held, outcomes: list[Outcome]) -> list[Outcome]:
+    """``outcomes`` with ``held.explain`` of each failing prompt (one call for all)."""
+    failing = list(dict.fromkeys(o.prompt for o in outcomes if o.failed))
+    if not failing:
+        return outcomes
+    info = held.explain(failing)
+    if len(info) != len(failing):
+        raise ValueError(f"explain gave {len(info)} entries for {len(failing)} prompts")
+    by = dict(zip(failing, info, strict=True))
+    return [replace(o, explain=by[o.prompt]) if o.failed else o for o in outcomes]
 
 
 def cases_scored(outcomes: Sequence[Outcome]) -> int:
     """How many distinct edits ``outcomes`` scored (by their rewrite probes)."""
     return len({o.case_id for o in outcomes if o.kind == "rewrite"})
-
-
-def max_tokens(tokenizer, cases: Sequence[EditCase]) -> int:
-    """The longest target (new or true) in tokens, plus 2: enough greedy steps for every target
-    and the token after it (the word boundary)."""
-    longest = max(
-        len(answer_positions(tokenizer, c.rewrite, answer_text(t), "")[0])
-        for c in cases
-        for t in (c.target_new, c.target_true)
-    )
-    return longest + 2

@@ -13,10 +13,17 @@ evaluation part.
   (:func:`analyses.edit.fast.calibrated`), read in ``dual_key_learned``; alpha over
   ``ALPHA_MULTIPLES`` by the rule. ``dual_key``: the same memory read by the recall default's
   rule (symbol x context) with its own threshold.
-- ``grace``: ``eps_init`` over 4 multiples of the training keys' median nearest-key distance.
-- ``lora``: (learning rate, steps per edit) over 3 pairs.
-- ``rome``: the edited layer over a sixth, a third and a half of the depth; ROME's published
-  steps, learning rate, KL weight and clamp.
+- ``grace``: the layer (two-thirds and five-sixths of the depth) x ``eps_init`` over
+  ``GRACE_EPS_MULTIPLES`` of the layer's median nearest-key distance on the training rewrites;
+  GRACE's published iteration budget, learning rate, replacement and value start otherwise.
+- ``lora``: (learning rate, steps per edit, retention KL weight) over ``LORA_GRID``, from
+  conservative (1e-4, 5 steps) to aggressive (3e-2).
+- ``rome``: (layer, clamp) over the paper's (a third of the depth, 4) and two conservative
+  settings (clamp 0.75 at a third and at half the depth); ROME's published settings otherwise.
+- ``memit``: (layers, update weight) over GPT-J's layers with its weight, with 10x it, and
+  GPT-2 XL's layers; batched. ``alphaedit``: the null-space threshold as published, in units of
+  the keys' mean eigenvalue, and 10x smaller so scaled. The key covariance of every layer a
+  grid needs is built once (cached on disk) before its settings are scored.
 - ``in_context`` and ``none``: nothing to tune.
 
 >>> pick([{"efficacy": 1.0, "generalization": 0.5, "specificity": 0.5, "unrelated_changed": 0.3},
@@ -40,8 +47,16 @@ from analyses.edit.method import Cost, Held, Method
 from analyses.edit.score import groups, probes, score_group, summary
 
 TUNE_UNRELATED = 60
-GRACE_EPS_MULTIPLES = (0.25, 0.5, 1.0, 2.0)
-LORA_GRID = ((1e-3, 10), (1e-2, 10), (3e-2, 5))
+GRACE_EPS_MULTIPLES = (0.5, 1.0, 2.0)
+LORA_GRID = (
+    (1e-4, 5, 1.0),
+    (3e-4, 10, 1.0),
+    (1e-3, 10, 1.0),
+    (1e-2, 10, 1.0),
+    (3e-2, 5, 1.0),
+)
+"""(learning rate, Adam steps per edit, retention KL weight): the first two conservative
+enough to leave generic prompts alone, the last two as aggressive as the earlier grid."""
 
 
 def _objective(s: dict[str, Any]) -> float:
@@ -139,50 +154,143 @@ def _fast(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
 
 
 def _grace(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
+    """GRACE at two layers x ``GRACE_EPS_MULTIPLES`` of each layer's median nearest-key
+    distance (the training rewrites' keys); the settings share one memo of trained values, so
+    each edit's value is trained once per layer (a new code's value does not depend on
+    ``eps_init``)."""
     from analyses.compare.grace import last_states
-    from analyses.edit.grace import GraceEdit
+    from analyses.edit.grace import GraceEdit, sites
 
-    layer = (2 * int(model.bridge.cfg.n_layers)) // 3
-    probe = GraceEdit(layer, 1.0)
-    keys = last_states(model, [c.rewrite for c in data.train], probe.site, cfg.batch_size)
-    inf = torch.full((len(keys),), float("inf"), device=keys.device)
-    dist = torch.cdist(keys, keys) + torch.diag(inf)
-    scale = float(dist.min(dim=1).values.median())
-    grid: list[Method] = [GraceEdit(layer, round(m * scale, 4)) for m in GRACE_EPS_MULTIPLES]
-    method, info = _grid(model, tune, grid, cfg, progress)
-    info["eps_scale"] = {"median_nearest_key_distance": scale, "multiples": GRACE_EPS_MULTIPLES}
-    return method, info
+    n = int(model.bridge.cfg.n_layers)
+    layers = sorted({min(n - 1, (2 * n) // 3), min(n - 1, (5 * n) // 6)})
+    memo: dict = {}
+    grid: list[GraceEdit] = []
+    scales: dict[str, float] = {}
+    for layer in layers:
+        key_site = sites(layer, "mlp")[0]
+        keys = last_states(model, [c.rewrite for c in data.train], key_site, cfg.batch_size)
+        inf = torch.full((len(keys),), float("inf"), device=keys.device)
+        dist = torch.cdist(keys.float(), keys.float()) + torch.diag(inf)
+        scales[key_site] = scale = float(dist.min(dim=1).values.median())
+        grid += [GraceEdit(layer, round(m * scale, 4), memo=memo) for m in GRACE_EPS_MULTIPLES]
+    candidates: list[Method] = list(grid)
+    method, info = _grid(model, tune, candidates, cfg, progress)
+    assert isinstance(method, GraceEdit)
+    for row, tried in zip(info["grid"], grid, strict=True):
+        steps = tried.steps_taken or [0]
+        row["steps_taken"] = {
+            "mean": sum(steps) / len(steps),
+            "max": max(steps),
+            "at_budget": sum(s >= tried.n_iter for s in steps),
+        }
+    info["eps_scale"] = {"median_nearest_key_distance": scales, "multiples": GRACE_EPS_MULTIPLES}
+    info["fixed"] = (
+        f"GRACE's published budget: up to n_iter {method.n_iter} Adam steps per edit at edit_lr "
+        f"{method.lr}, stopping once the edit holds; cold values, replace_last, the MLP down "
+        "projection; the layer and eps_init tuned"
+    )
+    info["budget"] += f"; up to {method.n_iter} steps per edit"
+    return replace(method, memo=None), info
 
 
 def _lora(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
+    """LoRA over ``LORA_GRID`` (learning rate, steps per edit, retention KL weight), the KL on
+    8 training generic prompts outside the tuning group."""
     from analyses.edit.lora import LoraEdit
 
     retention = tuple(data.unrelated_train[TUNE_UNRELATED : TUNE_UNRELATED + 8])
     grid: list[Method] = [
-        LoraEdit(lr=lr, steps=steps, retention_texts=retention) for lr, steps in LORA_GRID
+        LoraEdit(lr=lr, steps=steps, retention_weight=kl, retention_texts=retention)
+        for lr, steps, kl in LORA_GRID
     ]
-    return _grid(model, tune, grid, cfg, progress)
+    method, info = _grid(model, tune, grid, cfg, progress)
+    info["budget"] += f"; {sum(steps for _, steps, _ in LORA_GRID)} steps per edit over the grid"
+    return method, info
 
 
 def _rome(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
+    """ROME with the paper's settings (GPT-2 XL's, at a third of the depth like its layer 17
+    of 48), then two conservative ones: MEMIT's clamp 0.75 at the same layer and at half the
+    depth. C from 100,000 tokens (2,000 on the tiny random models), built once for the grid."""
     from analyses.edit.rome.config import RomeConfig
+    from analyses.edit.rome.covariance import warm_up
     from analyses.edit.rome.method import Rome
 
-    n = int(model.bridge.cfg.n_layers)
-    texts: dict[str, list[str]] = {}
-    layers = sorted({max(0, n // 6), n // 3, n // 2})
-    grid: list[Method] = [Rome(RomeConfig(layer=layer), texts) for layer in layers]
+    n, base = int(model.bridge.cfg.n_layers), RomeConfig()
+    tokens = 2000 if str(model.name).startswith("tiny") else base.cov_samples
+    settings = [(n // 3, base.clamp), (n // 3, 0.75), (n // 2, 0.75)]
+    covariance = warm_up(model, [layer for layer, _ in settings], tokens, base.seed)
+    grid: list[Method] = [
+        Rome(RomeConfig(layer=layer, clamp=clamp, cov_samples=tokens)) for layer, clamp in settings
+    ]
     method, info = _grid(model, tune, grid, cfg, progress)
-    info["fixed"] = "ROME's published steps, lr, KL weight and clamp; the layer is tuned"
+    info["budget"] += (
+        f"; v*: up to {base.steps} steps on {base.context_prefixes + 1} prompts per edit; C: "
+        f"{tokens} tokens per layer, once per model (cached on disk, not charged)"
+    )
+    info["fixed"] = "ROME's published GPT-2 XL settings except (layer, clamp)"
+    info["grid_settings"] = [{"layer": layer, "clamp": clamp} for layer, clamp in settings]
+    info["covariance"] = covariance
     return method, info
 
 
 def _memit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
-    raise NotImplementedError("memit: being written")
+    """MEMIT batched (every tuning edit in one batch) over
+    :func:`analyses.edit.memit.config.memit_grid`: GPT-J's layers with its update weight
+    (scaled to the keys' width), the same with 10x the weight (conservative), GPT-2 XL's
+    layers."""
+    from analyses.edit.memit.config import MemitConfig, memit_grid
+    from analyses.edit.memit.method import Memit
+    from analyses.edit.rome.covariance import warm_up
+
+    base = MemitConfig()
+    tokens = 2000 if str(model.name).startswith("tiny") else base.cov_samples
+    settings = memit_grid(model)
+    covariance = warm_up(model, [x for layers, _ in settings for x in layers], tokens, base.seed)
+    grid: list[Method] = [
+        Memit(MemitConfig(layers=layers, mom2_update_weight=w, cov_samples=tokens))
+        for layers, w in settings
+    ]
+    method, info = _grid(model, tune, grid, cfg, progress)
+    info["budget"] += (
+        f"; z: up to {base.steps} steps on {base.context_prefixes + 1} prompts per edit, one "
+        f"batch; C: {tokens} tokens per layer, once per model (cached on disk, not charged)"
+    )
+    info["fixed"] = "MEMIT's published GPT-J settings except (layers, mom2_update_weight)"
+    info["grid_settings"] = [
+        {"layers": list(layers), "mom2_update_weight": w} for layers, w in settings
+    ]
+    info["covariance"] = covariance
+    return method, info
 
 
 def _alphaedit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
-    raise NotImplementedError("alphaedit: being written")
+    """AlphaEdit at GPT-J's layers, in batches of 100: the paper's absolute null-space
+    threshold and L2, the same numbers in units of the keys' mean eigenvalue, and a 10x
+    smaller scaled threshold (a smaller null space: conservative)."""
+    from analyses.edit.memit.config import AlphaEditConfig
+    from analyses.edit.memit.method import AlphaEdit
+    from analyses.edit.rome.covariance import warm_up
+
+    base = AlphaEditConfig()
+    tokens = 2000 if str(model.name).startswith("tiny") else base.cov_samples
+    covariance = warm_up(model, base.resolved_layers(model), tokens, base.seed)
+    settings = [(False, base.nullspace_threshold), (True, base.nullspace_threshold), (True, 2e-3)]
+    grid: list[Method] = [
+        AlphaEdit(AlphaEditConfig(key_scaled=scaled, nullspace_threshold=t, cov_samples=tokens))
+        for scaled, t in settings
+    ]
+    method, info = _grid(model, tune, grid, cfg, progress)
+    info["budget"] += (
+        f"; z: up to {base.steps} steps on {base.context_prefixes + 1} prompts per edit, "
+        f"batches of {base.batch_size}; C and P: {tokens} tokens per layer, once per model"
+    )
+    info["fixed"] = "AlphaEdit's published GPT-J settings except the null-space threshold's scale"
+    info["grid_settings"] = [
+        {"key_scaled": scaled, "nullspace_threshold": t} for scaled, t in settings
+    ]
+    info["covariance"] = covariance
+    return method, info
 
 
 TUNED = {

@@ -13,6 +13,9 @@ accounts for that twice over and keeps the wider bound on each side:
 Neither is ever zero-width for ``n >= 1``: at 0/n Wilson's upper bound is
 ``z^2 / (n + z^2) > 0``, and at n/n its lower bound is below 1.
 
+The editing benchmark (:mod:`analyses.edit.rates`) uses the same interval
+(:func:`cluster_rate`), its clusters the edits and the bystanders of the neighbourhood prompts.
+
 >>> lo, hi = wilson(0, 40)
 >>> lo, round(hi, 4)
 (0.0, 0.0876)
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -115,3 +119,78 @@ def cluster_interval(
     wl, wh = wilson(min(k_eff, n_eff), n_eff)
     bl, bh = cluster_bootstrap(hits, clusters, n_boot, seed)
     return (min(wl, bl), max(wh, bh))
+
+
+def effective_n(values: Sequence[float], clusters: Sequence[object]) -> float:
+    """``n / deff``: how many independent outcomes ``values`` are worth (:func:`design_effect`);
+    every outcome equal: the number of clusters.
+
+    >>> effective_n([1, 1, 1, 0, 0, 0], ["a", "a", "b", "b", "c", "c"])   # deff 1.5 (icc 0.5)
+    4.0
+    >>> effective_n([1, 1, 1, 1], ["a", "a", "a", "b"])
+    2.0
+    """
+    if not values:
+        return 0.0
+    return len(values) / design_effect(values, clusters)
+
+
+@dataclass(frozen=True)
+class ClusterRate:
+    """A rate of 0/1 outcomes grouped in clusters: the pooled rate, :func:`cluster_interval`,
+    the outcomes counted, the clusters they fall in, and the design effect."""
+
+    rate: float
+    ci: tuple[float, float]
+    n: int
+    clusters: int
+    deff: float
+
+
+def cluster_rate(
+    hits: Sequence[float], clusters: Sequence[object], n_boot: int = 2000, seed: int = 0
+) -> ClusterRate | None:
+    """The :class:`ClusterRate` of ``hits`` (``None`` for no outcome): the pooled mean, and the
+    hull of the cluster bootstrap (``n_boot`` resamples, ``seed``) and Wilson at
+    :func:`effective_n` (:func:`cluster_interval`).
+
+    >>> r = cluster_rate([1, 1, 1, 0, 0, 0], ["a", "a", "b", "b", "c", "c"], 200, 0)
+    >>> r.rate, r.n, r.clusters, r.deff
+    (0.5, 6, 3, 1.5)
+    >>> r.ci[0] <= wilson(2, 4)[0] and r.ci[1] >= wilson(2, 4)[1]
+    True
+    """
+    if len(hits) != len(clusters):
+        raise ValueError(f"{len(hits)} outcomes but {len(clusters)} cluster labels")
+    if not hits:
+        return None
+    lo, hi = cluster_interval(hits, clusters, n_boot, seed)
+    return ClusterRate(
+        sum(float(h) for h in hits) / len(hits),
+        (lo, hi),
+        len(hits),
+        len(set(clusters)),
+        design_effect(hits, clusters),
+    )
+
+
+def cluster_mean(
+    values: Sequence[float], clusters: Sequence[object], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, tuple[float, float] | None]:
+    """The mean of real-valued ``values`` and its :func:`cluster_bootstrap` percentile interval
+    (``None`` with fewer than two clusters, where resampling clusters cannot vary).
+
+    >>> mean, ci = cluster_mean([0.5, 0.25, -0.25], ["a", "a", "b"], 200, 0)
+    >>> mean, ci[0] < mean < ci[1]
+    (0.16666666666666666, True)
+    >>> cluster_mean([0.5, 0.25], ["a", "a"])
+    (0.375, None)
+    """
+    if len(values) != len(clusters):
+        raise ValueError(f"{len(values)} values but {len(clusters)} cluster labels")
+    if not values:
+        raise ValueError("cluster_mean needs at least one value")
+    mean = math.fsum(float(v) for v in values) / len(values)
+    if len(set(clusters)) < 2:
+        return mean, None
+    return mean, cluster_bootstrap(values, clusters, n_boot, seed)

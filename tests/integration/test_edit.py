@@ -33,7 +33,7 @@ from analyses.edit.score import Probe as Scored
 from analyses.edit.teacher import answer_nll, forced
 from analyses.edit.tune import pick
 from fmi.errors import ConfigError
-from fmi.experiments.intervals import wilson
+from fmi.experiments.intervals import cluster_interval, wilson
 from fmi.models.registry import load_model
 
 
@@ -71,30 +71,36 @@ def test_judge_each_kind_exactly():
 
 
 def test_summary_counts_rates_scores_and_intervals():
+    def out(kind, case, hit, margin=None, prompt=None):
+        return Outcome(kind, case, hit, margin, prompt=prompt or f"{kind} {case}", group="g")
+
     outs = [
-        Outcome("rewrite", "a", True, 0.5),
-        Outcome("rewrite", "b", False, -1.0),
-        Outcome("rewrite", "c", True, None),  # no probability score for this one
-        Outcome("paraphrase", "a", True, 0.0),  # a tie is not P(new) > P(true)
-        Outcome("neighbour", "a", False, 2.0),
-        Outcome("neighbour", "b", True, 1.0),
-        Outcome("neighbour", "b", True, -3.0),
-        Outcome("unrelated", "", True),
-        Outcome("unrelated", "", False),
-        Outcome("unrelated", "", False),
-        Outcome("unrelated", "", False),
+        out("rewrite", "a", True, 0.5),
+        out("rewrite", "b", False, -1.0),
+        out("rewrite", "c", True, None),  # no probability score for this one
+        out("paraphrase", "a", True, 0.0),  # a tie is not P(new) > P(true)
+        out("neighbour", "a", False, 2.0, "Paris is in"),
+        out("neighbour", "b", True, 1.0, "Oslo is in"),
+        out("neighbour", "b", True, -3.0, "Rome is in"),
+        out("unrelated", "", True, prompt="u1"),
+        out("unrelated", "", False, prompt="u2"),
+        out("unrelated", "", False, prompt="u3"),
+        out("unrelated", "", False, prompt="u4"),
     ]
     s = summary(outs)
     assert s["efficacy"] == pytest.approx(2 / 3) and s["efficacy_n"] == 3
-    assert s["efficacy_ci"] == pytest.approx(list(wilson(2, 3)))
+    # three edits, one prompt each: the cluster interval is Wilson's (the hull with the bootstrap)
+    assert s["efficacy_ci"] == list(cluster_interval([1, 0, 1], ["a", "b", "c"], 2000, 0))
+    assert s["efficacy_ci"][0] <= wilson(2, 3)[0] and s["efficacy_ci"][1] >= wilson(2, 3)[1]
     assert s["generalization"] == 1.0 and s["generalization_n"] == 1
-    assert s["specificity"] == pytest.approx(2 / 3)
+    assert s["specificity"] == pytest.approx(2 / 3) and s["specificity_clusters"] == 2
     assert s["unrelated_changed"] == 0.25 and s["unrelated_changed_n"] == 4
     assert s["rewrite_score"] == 0.5 and s["rewrite_score_n"] == 2
     assert s["paraphrase_score"] == 0.0 and s["paraphrase_score_n"] == 1
     assert s["neighbourhood_score"] == pytest.approx(2 / 3)
+    assert s["es"] is None and s["es_n"] == 0  # no whole-target probabilities given
     lo, hi = s["unrelated_changed_ci"]
-    assert 0 < lo < 0.25 < hi < 1
+    assert lo == 0.0 and 0.25 < hi < 1  # a bootstrap of 4 prompts draws none changed
 
 
 def test_groups_score_the_same_edits_at_every_t():
@@ -160,7 +166,7 @@ def test_pick_keeps_the_bound_then_the_best():
 
 def test_config_rejects_bad_values():
     for bad in (
-        {"methods": ("rome", "memit")},
+        {"methods": ("rome", "wise")},
         {"edits": ()},
         {"scored": 0},
         {"seeds": (-1,)},
@@ -178,7 +184,10 @@ def test_config_rejects_bad_values():
         "grace",
         "lora",
         "rome",
+        "memit",
+        "alphaedit",
     )
+    assert EditConfig().tune_edits == 50 and EditConfig().cell_budget_s == 3600.0
 
 
 # --- methods ---------------------------------------------------------------------------------
@@ -187,6 +196,7 @@ def test_config_rejects_bad_values():
 def test_in_context_states_the_facts_and_refuses_a_long_prefix(model, cases):
     with InContext(4096).edited(model, cases, Cost()) as held:
         assert held.prompts(["Q"]) == [stated(cases) + "Q"]
+        assert held.prefix == stated(cases)  # one prefix, decoded after its cached keys
     with (
         pytest.raises(TooLong, match="over the prefix budget of 5"),
         InContext(5).edited(model, cases, Cost()),
@@ -198,7 +208,7 @@ def _methods():
     return [
         NoEdit(),
         InContext(),
-        GraceEdit(layer=1, eps_init=1.0, steps=2),
+        GraceEdit(layer=1, eps_init=1.0, n_iter=2),
         LoraEdit(steps=2, retention_texts=("Once upon a time",)),
         Rome(RomeConfig(steps=2, cov_samples=64)),
     ]
@@ -263,9 +273,13 @@ def test_quick_run_writes_json_and_html(tmp_path, capsys):
         assert set(by_t) == {"1", "4"}
         for cell in by_t.values():
             assert cell["n"] == 4
-            for metric in ("efficacy", "generalization", "specificity", "unrelated_changed"):
+            for metric in ("efficacy", "generalization", "specificity", "unrelated_changed", "es"):
                 lo, hi = cell[f"{metric}_ci"]
                 assert lo <= cell[metric] <= hi and hi - lo > 0
+                assert 0 < cell[f"{metric}_clusters"] <= cell[f"{metric}_n"]
+            assert cell["es_n"] == 4 and isinstance(cell["failures"], list)
+            assert all({"kind", "prompt", "expected", "got", "explain"} <= set(f)
+                       for f in cell["failures"])  # fmt: skip
             assert math.isfinite(cell["seconds_per_edit"])
     assert doc["results"]["none"]["4"]["specificity"] == 1.0
     assert doc["results"]["rome"]["1"]["backward_per_edit"] > 0
@@ -295,7 +309,7 @@ def test_quick_run_writes_json_and_html(tmp_path, capsys):
     "args, message",
     [
         (["--data", "nothing.txt"], "--data must be"),
-        (["--methods", "memit"], "methods must be"),
+        (["--methods", "wise"], "methods must be"),
         (["--edits", "1,x"], "--edits must be"),
         (["--seeds", "a"], "--seeds must be"),
     ],

