@@ -30,7 +30,6 @@ from fmi.memory.inject import ReadLog, memory_hooks
 from fmi.memory.retrieve import dual_features, score_queries
 from fmi.memory.store import FastMemory
 
-
 WRITE_BATCH = 32
 """Edits per frozen forward of a batched write."""
 

@@ -51,94 +51,15 @@ Every problem is one line naming the file, and for a record its index and the fi
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from analyses.edit.cases import EditCase, Portable, Probe
+from analyses.edit.knowedit import _knowedit
+from analyses.edit.record_fields import _kind, _Record, _slot
 from fmi.errors import ConfigError
 
 FORMATS = ("auto", "counterfact", "zsre", "knowedit")
-
-
-def _kind(value: Any) -> str:
-    """The JSON name of ``value``'s type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-class _Record:
-    """One record's fields, read with messages naming the file, the record and the field."""
-
-    def __init__(self, path: Path, index: int, data: Any) -> None:
-        self.where = f"{path}: record {index}"
-        if not isinstance(data, dict):
-            raise ConfigError(f"{self.where}: must be a JSON object, got {_kind(data)}")
-        self.data = data
-
-    def fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.where}: field {name!r} {problem}")
-
-    def get(self, name: str, default: Any = ...) -> Any:
-        """The value at dotted ``name`` (``requested_rewrite.target_new.str``)."""
-        value: Any = self.data
-        walked: list[str] = []
-        for part in name.split("."):
-            if walked and not isinstance(value, dict):
-                raise self.fail(".".join(walked), f"must be an object, got {_kind(value)}")
-            walked.append(part)
-            if part not in value:
-                if default is not ...:
-                    return default
-                raise self.fail(".".join(walked), "is missing")
-            value = value[part]
-        return value
-
-    def text(self, name: str, value: Any = ..., empty: bool = False) -> str:
-        """A string field (``value``: the field's value, already fetched); non-empty unless
-        ``empty``."""
-        value = self.get(name) if value is ... else value
-        if not isinstance(value, str):
-            raise self.fail(name, f"must be a string, got {_kind(value)}")
-        if not empty and not value.strip():
-            raise self.fail(name, "is an empty string")
-        return value
-
-    def optional(self, name: str) -> str:
-        """A string field that may be absent (then ``""``)."""
-        value = self.get(name, None)
-        return "" if value is None else self.text(name, value, empty=True)
-
-    def texts(self, name: str) -> list[str]:
-        """A list of non-empty strings."""
-        value = self.get(name)
-        if not isinstance(value, list):
-            raise self.fail(name, f"must be a list of strings, got {_kind(value)}")
-        return [self.text(f"{name}[{j}]", item) for j, item in enumerate(value)]
-
-    def identity(self, names: tuple[str, ...], default: str) -> str:
-        """The first of ``names`` present (a string or an integer), else ``default``."""
-        for name in names:
-            value = self.get(name, None)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise self.fail(name, f"must be a string or an integer, got {_kind(value)}")
-            return self.text(name, str(value))
-        if default:
-            return default
-        raise self.fail(names[0], "is missing")
 
 
 def _template(rec: _Record, name: str, prompt: str, subject: str) -> str:
@@ -211,15 +132,6 @@ def _counterfact(rec: _Record) -> EditCase:
     )
 
 
-def _slot(src: str, subject: str) -> tuple[int, int] | None:
-    """Where ``subject`` first occurs in ``src``: exactly, else ignoring case."""
-    at = src.find(subject)
-    if at >= 0:
-        return at, at + len(subject)
-    found = re.search(re.escape(subject), src, flags=re.IGNORECASE)
-    return found.span() if found else None
-
-
 def _zsre(rec: _Record, index: int) -> EditCase:
     subject = rec.text("subject")
     src = rec.text("src")
@@ -241,123 +153,6 @@ def _zsre(rec: _Record, index: int) -> EditCase:
         target_true=answers[0],
         paraphrases=(rec.text("rephrase"),),
         neighbourhood=(Probe(rec.text("loc"), rec.text("loc_ans")),),
-        split=rec.optional("split"),
-    )
-
-
-KNOWEDIT_PORTABILITY = {
-    "Subject_Aliasing": "alias",
-    "Reasoning": "one_hop",
-    "reasoning": "one_hop",
-    "Logical_Generalization": "one_hop",
-}
-"""KnowEdit's ``portability`` keys read, and the :class:`Portable` kind each becomes (EasyEdit
-writes ``Reasoning`` in the files and ``reasoning`` in its scripts; both are read)."""
-KNOWEDIT_LOCALITY = ("Relation_Specificity", "Forgetfulness")
-"""KnowEdit's ``locality`` keys read; both become ``relation_probes`` (the edit's own subject,
-whose unedited output must stay)."""
-
-
-def _answers(rec: _Record, name: str, value: Any) -> list[str]:
-    """A KnowEdit answer: a string, a list of strings, or a list of lists of strings (groups of
-    aliases), flattened in order; at least one non-empty string."""
-    if isinstance(value, str):
-        items = [value]
-    elif isinstance(value, list):
-        items = []
-        for j, group in enumerate(value):
-            if isinstance(group, str):
-                items.append(group)
-            elif isinstance(group, list):
-                items.extend(rec.text(f"{name}[{j}][{k}]", a, True) for k, a in enumerate(group))
-            else:
-                raise rec.fail(
-                    f"{name}[{j}]", f"must be a string or a list of strings, got {_kind(group)}"
-                )
-    else:
-        raise rec.fail(
-            name, f"must be a string or a list (of lists) of strings, got {_kind(value)}"
-        )
-    items = [a for a in items if a.strip()]
-    if not items:
-        raise rec.fail(name, "holds no non-empty answer")
-    return items
-
-
-def _knowedit_probes(rec: _Record, name: str) -> list[tuple[str, str]]:
-    """``(prompt, first answer)`` for each entry of the list at ``name`` (an entry's ``prompt``
-    may be a list of prompts: one pair each)."""
-    entries = rec.get(name)
-    if not isinstance(entries, list):
-        raise rec.fail(name, f"must be a list of objects, got {_kind(entries)}")
-    out: list[tuple[str, str]] = []
-    for j, entry in enumerate(entries):
-        where = f"{name}[{j}]"
-        if not isinstance(entry, dict):
-            raise rec.fail(where, f"must be an object, got {_kind(entry)}")
-        for key in ("prompt", "ground_truth"):
-            if key not in entry:
-                raise rec.fail(f"{where}.{key}", "is missing")
-        prompts = entry["prompt"]
-        if isinstance(prompts, list):
-            if not prompts:
-                raise rec.fail(f"{where}.prompt", "is an empty list")
-            prompts = [rec.text(f"{where}.prompt[{k}]", p) for k, p in enumerate(prompts)]
-        else:
-            prompts = [rec.text(f"{where}.prompt", prompts)]
-        answer = _answers(rec, f"{where}.ground_truth", entry["ground_truth"])[0]
-        out.extend((p, answer) for p in prompts)
-    return out
-
-
-def _section(rec: _Record, name: str) -> dict[str, Any]:
-    value = rec.get(name, None)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise rec.fail(name, f"must be an object, got {_kind(value)}")
-    return value
-
-
-def _knowedit(rec: _Record, index: int) -> EditCase:
-    subject = rec.text("subject")
-    text = rec.text("prompt")
-    span = _slot(text, subject)
-    if span is None:
-        raise rec.fail("subject", f"{subject!r} does not occur in field 'prompt' ({text!r})")
-
-    def escape(part: str) -> str:
-        return part.replace("{", "{{").replace("}", "}}")
-
-    truth = rec.get("ground_truth", None)
-    rephrase: list[str] = []
-    for name in ("rephrase", "rephrase_prompt"):
-        value = rec.get(name, None)
-        if isinstance(value, list):
-            rephrase.extend(rec.texts(name))
-        elif value is not None:
-            rephrase.append(rec.text(name, value))
-    portability = _section(rec, "portability")
-    locality = _section(rec, "locality")
-    return EditCase(
-        case_id=rec.identity(("case_id", "id"), str(index)),
-        subject=subject,
-        prompt=escape(text[: span[0]]) + "{}" + escape(text[span[1] :]),
-        target_new=_answers(rec, "target_new", rec.get("target_new"))[0],
-        target_true="" if truth is None else _answers(rec, "ground_truth", truth)[0],
-        paraphrases=tuple(rephrase),
-        relation_probes=tuple(
-            Probe(p, a)
-            for key in KNOWEDIT_LOCALITY
-            if key in locality
-            for p, a in _knowedit_probes(rec, f"locality.{key}")
-        ),
-        portability=tuple(
-            Portable(p, a, kind)
-            for key, kind in KNOWEDIT_PORTABILITY.items()
-            if key in portability
-            for p, a in _knowedit_probes(rec, f"portability.{key}")
-        ),
         split=rec.optional("split"),
     )
 

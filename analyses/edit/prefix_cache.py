@@ -116,8 +116,13 @@ class Prefix:
                 return_type="logits_and_cache",
                 logits_to_keep=torch.tensor([part.shape[1] - 1], device=tokens.device),
             )
-        kv = tuple((layer.keys, layer.values) for layer in cache.layers)
-        return cls(text, ids, kv)
+        kv = []
+        for layer in cache.layers:
+            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+            if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor)):
+                raise TypeError(f"a cache layer without key and value tensors: {type(layer)}")
+            kv.append((keys, values))
+        return cls(text, ids, tuple(kv))
 
     def suffix(self, tokenizer, text: str) -> list[int] | None:
         """``text``'s tokens after the prefix's, in the tokenization of ``prefix + text``

@@ -89,13 +89,14 @@ class TuneSet:
     def score(self, model, method: Method) -> dict[str, Any]:
         cost = Cost()
         with method.edited(model, self.group.edits, cost) as held:
-            got, _ = score_group(
+            got, _ = score_group(  # the rule reads greedy rates only: no teacher forcing
                 model,
                 held,
                 self.probes,
                 self.base,
                 max_new_tokens=self.steps,
                 batch_size=self.batch,
+                probabilities=False,
             )
         out = {k: v for k, v in summary(got).items() if not k.endswith(("_ci", "_n"))}
         out["seconds_per_edit"] = cost.seconds / len(self.group.edits)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+from torch import Tensor
 
 from fmi.core.sites import UNEMBED_IN
 from fmi.errors import ConfigError, MemoryMismatchError
@@ -115,6 +116,31 @@ def span_positions(offsets: list[tuple[int, int]], ranges: Ranges) -> list[int]:
     ]
 
 
+def appended(memory: FastMemory, other: FastMemory) -> FastMemory:
+    """``memory``'s entries followed by ``other``'s (keys, values and answer steps), read
+    ``memory``'s way."""
+    n, d = len(memory), memory.values.shape[1]
+
+    def tails(m: FastMemory) -> tuple[Tensor, Tensor]:
+        if m.tail_values is None or m.tail_owner is None:
+            dev = m.values.device
+            return torch.zeros(0, d, device=dev), torch.zeros(0, dtype=torch.long, device=dev)
+        return m.tail_values, m.tail_owner
+
+    (tv, to), (ov, oo) = tails(memory), tails(other)
+    return replace(
+        memory,
+        entries=[*memory.entries, *other.entries],
+        values=torch.cat([memory.values, other.values]),
+        symbol_keys=torch.cat([memory.symbol_keys, other.symbol_keys]),
+        token_keys=torch.cat([memory.token_keys, other.token_keys]),
+        token_owner=torch.cat([memory.token_owner, other.token_owner + n]),
+        token_role=torch.cat([memory.token_role, other.token_role]),
+        tail_values=torch.cat([tv, ov]),
+        tail_owner=torch.cat([to, oo + n]),
+    )
+
+
 def fit_empty(model, config=None) -> FastMemory:
     """:meth:`FastMemory.fit`: fit on the built-in training split, return an empty memory."""
     from fmi.experiments.builtin_tasks import builtin_task
@@ -197,9 +223,7 @@ def facts_memory(
         )
     for statement, answer in zip(statements, answers, strict=True):
         if not isinstance(answer, str) or not answer.strip():
-            raise ConfigError(
-                f"the answer to {statement!r} must be non-empty text, got {answer!r}"
-            )
+            raise ConfigError(f"the answer to {statement!r} must be non-empty text, got {answer!r}")
     keyed = [key_spans(s, sp) for s, sp in zip(statements, spans, strict=True)]
     out = memory.select([])
     for lo in range(0, len(statements), WRITE_CHUNK):
@@ -207,7 +231,7 @@ def facts_memory(
         chunk = _chunk_memory(
             memory, model, statements[lo:hi], answers[lo:hi], keyed[lo:hi], lo, batch_size
         )
-        out = out.appended(chunk)
+        out = appended(out, chunk)
     return out
 
 
@@ -292,7 +316,7 @@ def write_facts(
     new = facts_memory(memory, model, statements, answers, spans, batch_size=batch_size)
     stored: list[Stored] = []
     current = {(e.symbol, e.context): e for e in memory.entries}
-    for row, entry in enumerate(new.entries):
+    for entry in new.entries:
         key = (entry.symbol, entry.context)
         stored.append(Stored(entry, current.get(key)))
         current[key] = entry
@@ -301,7 +325,7 @@ def write_facts(
     kept = memory.select(
         [i for i, e in enumerate(memory.entries) if (e.symbol, e.context) not in last]
     )
-    memory._become(kept.appended(new.select(keep_new)))
+    memory._become(appended(kept, new.select(keep_new)))
     if new.entries:
         memory.next_id = new.entries[-1].id + 1
     return stored

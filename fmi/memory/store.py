@@ -356,30 +356,6 @@ class FastMemory:
         self._index.clear()
         self._search.clear()
 
-    def appended(self, other: FastMemory) -> FastMemory:
-        """This memory's entries followed by ``other``'s (keys, values and answer steps), read
-        this memory's way."""
-        n, d = len(self), self.values.shape[1]
-
-        def tails(m: FastMemory) -> tuple[Tensor, Tensor]:
-            if m.tail_values is None or m.tail_owner is None:
-                dev = m.values.device
-                return torch.zeros(0, d, device=dev), torch.zeros(0, dtype=torch.long, device=dev)
-            return m.tail_values, m.tail_owner
-
-        (tv, to), (ov, oo) = tails(self), tails(other)
-        return replace(
-            self,
-            entries=[*self.entries, *other.entries],
-            values=torch.cat([self.values, other.values]),
-            symbol_keys=torch.cat([self.symbol_keys, other.symbol_keys]),
-            token_keys=torch.cat([self.token_keys, other.token_keys]),
-            token_owner=torch.cat([self.token_owner, other.token_owner + n]),
-            token_role=torch.cat([self.token_role, other.token_role]),
-            tail_values=torch.cat([tv, ov]),
-            tail_owner=torch.cat([to, oo + n]),
-        )
-
     def generate(
         self, model, prompts: list[str], *, max_new_tokens: int = 16, until: str | None = "end"
     ) -> list[str]:

@@ -145,8 +145,11 @@ def test_write_many_equals_writing_in_turn(tiny_gemma, memory):
     one_by_one = [loop.write(s, a, spans=sp, model=tiny_gemma) for s, a, sp in BATCH]
     batched = memory.select([])
     got = batched.write_many(
-        [s for s, _, _ in BATCH], [a for _, a, _ in BATCH], spans=[sp for *_, sp in BATCH],
-        model=tiny_gemma, batch_size=2,
+        [s for s, _, _ in BATCH],
+        [a for _, a, _ in BATCH],
+        spans=[sp for *_, sp in BATCH],
+        model=tiny_gemma,
+        batch_size=2,
     )
     assert got == one_by_one
     assert [e.id for e in batched.entries] == [1, 2, 3, 4] and batched.next_id == loop.next_id
