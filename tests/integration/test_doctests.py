@@ -52,6 +52,7 @@ MODULES = [
     "analyses.edit.plan",
     "analyses.edit.rates",
     "analyses.edit.failures",
+    "analyses.edit.failure_classes",
     "analyses.edit.probability",
     "analyses.edit.method",
     "analyses.edit.grace",

@@ -363,3 +363,23 @@ def test_a_zsre_file_runs_whole_and_tunes_on_the_bundled_part(tmp_path):
     assert doc["header"]["data"]["train_source"] == "known-cf"
     assert doc["results"]["none"]["5"]["n"] == 5
     assert (tmp_path / "edit_zsre.html").is_file()
+
+
+def test_fast_memory_explains_which_edit_fired(model, cases):
+    """The failure log's entry for the memory names the edit whose entry scored best, its
+    score against the threshold, and whether it fired: the same decision reading makes."""
+    from dataclasses import replace
+
+    import fmi
+    from analyses.edit.fast import FastEdit
+
+    fitted = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
+    method = FastEdit(replace(fitted, thresholds={**fitted.thresholds, fitted.mode: -1.0}))
+    prompts = [c.rewrite for c in cases] + ["An unrelated prompt about nothing"]
+    cost = Cost()
+    with method.edited(model, cases, cost) as held:
+        why = held.explain(prompts)
+    assert all(w["fired"] for w in why)  # threshold -1: every prompt fires
+    assert [w["entry"] for w in why[:3]] == [c.case_id for c in cases]
+    assert all(w["threshold"] == -1.0 and w["score"] >= -1.0 for w in why)
+    assert cost.extra["single_seconds"][1] == len(cases)  # the one-at-a-time write was timed
