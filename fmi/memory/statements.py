@@ -208,7 +208,7 @@ def facts_memory(
     >>> model = fmi.load_model("tiny-gemma", announce=lambda _: None)
     >>> memory = fmi.FastMemory.fit(model, fmi.RecallConfig.quick())
     >>> two = facts_memory(memory, model, ["Ann lives in", "Bob lives in"], [" Rome", " Oslo"])
-    >>> [e.id for e in two.entries], [e.answer for e in two.entries]
+    >>> [e.id for e in two.entries], [e.label for e in two.entries]
     ([0, 1], [' Rome', ' Oslo'])
     """
     if model.name != memory.model_name:
