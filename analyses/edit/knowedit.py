@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from analyses.edit.cases import EditCase, Portable, Probe
-from analyses.edit.record_fields import _kind, _Record, _slot
+from analyses.edit.record_fields import _kind, _Record, subject_template
 
 KNOWEDIT_PORTABILITY = {
     "Subject_Aliasing": "alias",
@@ -92,12 +92,7 @@ def _section(rec: _Record, name: str) -> dict[str, Any]:
 def _knowedit(rec: _Record, index: int) -> EditCase:
     subject = rec.text("subject")
     text = rec.text("prompt")
-    span = _slot(text, subject)
-    if span is None:
-        raise rec.fail("subject", f"{subject!r} does not occur in field 'prompt' ({text!r})")
-
-    def escape(part: str) -> str:
-        return part.replace("{", "{{").replace("}", "}}")
+    prompt = subject_template(rec, "prompt", text, subject)
 
     truth = rec.get("ground_truth", None)
     rephrase: list[str] = []
@@ -112,7 +107,7 @@ def _knowedit(rec: _Record, index: int) -> EditCase:
     return EditCase(
         case_id=rec.identity(("case_id", "id"), str(index)),
         subject=subject,
-        prompt=escape(text[: span[0]]) + "{}" + escape(text[span[1] :]),
+        prompt=prompt,
         target_new=_answers(rec, "target_new", rec.get("target_new"))[0],
         target_true="" if truth is None else _answers(rec, "ground_truth", truth)[0],
         paraphrases=tuple(rephrase),

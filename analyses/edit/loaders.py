@@ -56,7 +56,7 @@ from typing import Any
 
 from analyses.edit.cases import EditCase, Portable, Probe
 from analyses.edit.knowedit import _knowedit
-from analyses.edit.record_fields import _kind, _Record, _slot
+from analyses.edit.record_fields import _kind, _Record, subject_template
 from fmi.errors import ConfigError
 
 FORMATS = ("auto", "counterfact", "zsre", "knowedit")
@@ -135,12 +135,7 @@ def _counterfact(rec: _Record) -> EditCase:
 def _zsre(rec: _Record, index: int) -> EditCase:
     subject = rec.text("subject")
     src = rec.text("src")
-    span = _slot(src, subject)
-    if span is None:
-        raise rec.fail("subject", f"{subject!r} does not occur in field 'src' ({src!r})")
-
-    def escape(text: str) -> str:
-        return text.replace("{", "{{").replace("}", "}}")
+    prompt = subject_template(rec, "src", src, subject)
 
     answers = rec.texts("answers")
     if not answers:
@@ -148,7 +143,7 @@ def _zsre(rec: _Record, index: int) -> EditCase:
     return EditCase(
         case_id=rec.identity(("case_id", "id"), str(index)),
         subject=subject,
-        prompt=escape(src[: span[0]]) + "{}" + escape(src[span[1] :]),
+        prompt=prompt,
         target_new=rec.text("alt"),
         target_true=answers[0],
         paraphrases=(rec.text("rephrase"),),

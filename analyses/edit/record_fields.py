@@ -105,3 +105,22 @@ def _slot(src: str, subject: str) -> tuple[int, int] | None:
         return at, at + len(subject)
     found = re.search(re.escape(subject), src, flags=re.IGNORECASE)
     return found.span() if found else None
+
+
+def subject_template(rec: _Record, field: str, text: str, subject: str) -> str:
+    """``text`` (field ``field`` of ``rec``) with the subject's first occurrence (exact, else
+    ignoring case) made ``{}`` and every other brace doubled, so that ``.format(subject)``
+    gives ``text`` back; one line naming the field when the subject is not in it.
+
+    >>> rec = _Record(Path("f.json"), 0, {})
+    >>> subject_template(rec, "src", "Where is {x} Rome?", "rome")
+    'Where is {{x}} {}?'
+    """
+    span = _slot(text, subject)
+    if span is None:
+        raise rec.fail("subject", f"{subject!r} does not occur in field {field!r} ({text!r})")
+
+    def escape(part: str) -> str:
+        return part.replace("{", "{{").replace("}", "}}")
+
+    return escape(text[: span[0]]) + "{}" + escape(text[span[1] :])

@@ -36,6 +36,7 @@ MODULES = [
     "fmi.experiments.known_facts",
     "analyses.edit.cases",
     "analyses.edit.loaders",
+    "analyses.edit.record_fields",
     "analyses.edit.bundled.files",
     "analyses.edit.bundled.split",
     "analyses.edit.bundled.known_cf",
