@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         doc = json.loads(args.document.read_text(encoding="utf-8"))
-        results = doc["results"]
-    except (OSError, ValueError, KeyError) as err:
+        results = dict(doc["results"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
         print(f"{args.document}: not an fmi edit document ({err})", file=sys.stderr)
         return 2
     for method, cells in results.items():
