@@ -224,7 +224,14 @@ def _edit(args: argparse.Namespace) -> int:
             f"got {args.data!r}"
         )
     model = _load(cfg.model, cfg.seeds[0], args)
-    doc = run_edit(model, cfg, progress=not args.quiet)
+    partial = None
+    if args.json:
+        from fmi.reporting.atomic import write_json
+
+        def partial(doc: dict) -> None:  # an interrupted run keeps its finished cells
+            write_json(args.json, doc)
+
+    doc = run_edit(model, cfg, progress=not args.quiet, partial=partial)
     path = write_outputs(doc, args.json, args.out or Path("reports") / model.slug)
     print(f"model {model.name} | data {doc['data']} | {doc['header']['wall_seconds']} s")
     print(markdown_table(doc))

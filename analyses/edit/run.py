@@ -16,6 +16,7 @@ that was not run has ``not_run`` with the reason.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections.abc import Callable
@@ -185,10 +186,13 @@ def run_edit(
     *,
     announce: Callable[[str], None] = print,
     progress: bool = False,
+    partial: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark on a loaded ``model``; returns the JSON-ready document. ``progress``:
     bars on stderr (methods set up and their tuning grids, cells, each cell's groups, the
-    examples)."""
+    examples). ``partial`` receives the document after every cell, with ``"partial"`` saying
+    how many cells are done (no examples yet), so an interrupted run leaves its finished
+    cells behind (``fmi edit --json`` writes each one)."""
     start = time.perf_counter()
     torch.manual_seed(cfg.seeds[0])
     data = load_data(cfg)
@@ -199,27 +203,38 @@ def run_edit(
     )
     methods, tuning = tune.set_up(model, cfg, data, steps, announce, progress)
     sizes = sorted({min(t, len(data.eval)) for t in cfg.edits})
-    results = run_cells(model, methods, data, cfg, sizes, steps, announce, progress)
-    examples = _examples(model, methods, data, cfg, steps, progress)
-    head = header(
-        model,
-        cfg.to_dict(),
-        data=data.info,
-        seeds={"orders": list(cfg.seeds)},
-        greedy_tokens=steps,
-        wall_seconds=round(time.perf_counter() - start, 1),
-    )
-    return {
-        "header": head,
-        "data": data.name,
-        "edits": sizes,
-        "methods": {
-            m: {"settings": methods[m].settings(), "tuning": tuning[m]} for m in cfg.methods
-        },
-        "results": results,
-        "examples": examples,
-        "literature": LITERATURE,
-    }
+
+    def document(results: dict, examples: dict) -> dict[str, Any]:
+        head = header(
+            model,
+            cfg.to_dict(),
+            data=data.info,
+            seeds={"orders": list(cfg.seeds)},
+            greedy_tokens=steps,
+            wall_seconds=round(time.perf_counter() - start, 1),
+        )
+        return {
+            "header": head,
+            "data": data.name,
+            "edits": sizes,
+            "methods": {
+                m: {"settings": methods[m].settings(), "tuning": tuning[m]} for m in cfg.methods
+            },
+            "results": results,
+            "examples": examples,
+            "literature": LITERATURE,
+        }
+
+    on_cell = None
+    if partial is not None:
+        cells = len(cfg.seeds) * len(cfg.methods) * len(sizes)
+
+        def on_cell(results: dict, done: int) -> None:
+            doc = document(copy.deepcopy(results), {})  # a snapshot: later cells add to it
+            partial({"partial": f"{done} of {cells} cells done; examples not decoded", **doc})
+
+    results = run_cells(model, methods, data, cfg, sizes, steps, announce, progress, on_cell)
+    return document(results, _examples(model, methods, data, cfg, steps, progress))
 
 
 Pooled = dict[tuple[str, int], tuple[list[Outcome], Cost, int, dict]]
@@ -235,13 +250,16 @@ def run_cells(
     steps: int,
     announce: Callable[[str], None] = print,
     progress: bool = False,
+    on_cell: Callable[[dict[str, dict[str, Any]], int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``results[method][str(T)]``: every method at every T in ``sizes``, pooled over the seeds
     (each seed's unedited outputs decoded once). A cell whose estimated writing time (from the
     slowest smaller T) exceeds ``cfg.cell_budget_s``, or whose edits do not fit, is ``not_run``
     with the reason, and is not tried again for a later seed. ``progress``: a bar of the
-    (seed, method, T) cells and one of each cell's groups, on stderr."""
+    (seed, method, T) cells and one of each cell's groups, on stderr. ``on_cell(results,
+    done)`` is called after each (seed, method, T) cell, ``done`` counting them."""
     results: dict[str, dict[str, Any]] = {m: {} for m in cfg.methods}
+    done = 0
     pooled: Pooled = {}
     cells = len(cfg.seeds) * len(cfg.methods) * len(sizes)
     bar = tqdm(total=cells, desc="edit: cells", disable=not progress, leave=False)
@@ -254,36 +272,51 @@ def run_cells(
             for t in sizes:
                 bar.set_postfix_str(f"seed {seed} {name} T={t}")
                 bar.update()
-                if "not_run" in results[name].get(str(t), {}):
-                    continue
-                estimate = per_edit * _edits_written(data, t, cfg, seed)
-                if estimate > cfg.cell_budget_s:
-                    results[name][str(t)] = {
-                        "not_run": f"estimated {estimate:.0f} s of writing ({per_edit:.2f} s per "
-                        f"edit at smaller T) exceeds the cell budget of {cfg.cell_budget_s:.0f} s"
-                    }
-                    continue
-                try:
-                    got = run_cell(
-                        model,
-                        methods[name],
-                        data,
-                        t,
-                        seed,
-                        base,
-                        cfg,
-                        steps,
-                        cfg.cell_budget_s,
-                        progress,
-                    )
-                except TooLong as err:
-                    results[name][str(t)] = {"not_run": str(err)}
-                    continue
-                per_edit = max(per_edit, got[1].seconds / max(1, got[2]))
-                results[name][str(t)] = _pooled_cell(pooled, (name, t), got)
-                _announce_cell(announce, name, t, results[name][str(t)])
+                per_edit = _one_cell(
+                    model, methods, data, cfg, (seed, name, t), base, steps, progress,
+                    results, pooled, per_edit, announce,
+                )  # fmt: skip
+                done += 1
+                if on_cell is not None:
+                    on_cell(results, done)
     bar.close()
     return results
+
+
+def _one_cell(
+    model, methods, data, cfg, key, base, steps, progress, results, pooled, per_edit, announce
+) -> float:
+    """Run (seed, method, T) = ``key`` into ``results`` unless it is over budget or was not
+    run for an earlier seed; returns the slowest seconds per edit seen so far."""
+    seed, name, t = key
+    if "not_run" in results[name].get(str(t), {}):
+        return per_edit
+    estimate = per_edit * _edits_written(data, t, cfg, seed)
+    if estimate > cfg.cell_budget_s:
+        results[name][str(t)] = {
+            "not_run": f"estimated {estimate:.0f} s of writing ({per_edit:.2f} s per "
+            f"edit at smaller T) exceeds the cell budget of {cfg.cell_budget_s:.0f} s"
+        }
+        return per_edit
+    try:
+        got = run_cell(
+            model,
+            methods[name],
+            data,
+            t,
+            seed,
+            base,
+            cfg,
+            steps,
+            cfg.cell_budget_s,
+            progress,
+        )
+    except TooLong as err:
+        results[name][str(t)] = {"not_run": str(err)}
+        return per_edit
+    results[name][str(t)] = _pooled_cell(pooled, (name, t), got)
+    _announce_cell(announce, name, t, results[name][str(t)])
+    return max(per_edit, got[1].seconds / max(1, got[2]))
 
 
 def _pooled_cell(

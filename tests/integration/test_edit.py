@@ -383,3 +383,24 @@ def test_fast_memory_explains_which_edit_fired(model, cases):
     assert [w["entry"] for w in why[:3]] == [c.case_id for c in cases]
     assert all(w["threshold"] == -1.0 and w["score"] >= -1.0 for w in why)
     assert cost.extra["single_seconds"][1] == len(cases)  # the one-at-a-time write was timed
+
+
+def test_each_finished_cell_is_handed_over_as_a_partial_document(model):
+    from analyses.edit.run import run_edit
+
+    cfg = EditConfig(
+        model="tiny-gemma", methods=("none", "in_context"), edits=(1, 4), scored=4,
+        tune_edits=4, unrelated=12,
+    )  # fmt: skip
+    got: list[dict] = []
+    final = run_edit(model, cfg, announce=lambda _: None, partial=got.append)
+    assert [d["partial"] for d in got] == [
+        f"{k} of 4 cells done; examples not decoded" for k in (1, 2, 3, 4)
+    ]
+    assert [sorted(d["results"]["none"]) for d in got[:2]] == [["1"], ["1", "4"]]
+    assert got[1]["results"]["in_context"] == {} and got[2]["results"]["in_context"].keys() == {"1"}
+    assert all(d["examples"] == {} and d["methods"] == final["methods"] for d in got)
+    assert json.dumps(got[-1]["results"], sort_keys=True) == json.dumps(
+        final["results"], sort_keys=True
+    )
+    assert "partial" not in final and final["examples"]
