@@ -227,9 +227,8 @@ def run_edit(
 
     on_cell = None
     if partial is not None:
-        cells = len(cfg.seeds) * len(cfg.methods) * len(sizes)
 
-        def on_cell(results: dict, done: int) -> None:
+        def on_cell(results: dict, done: int, cells: int) -> None:
             doc = document(copy.deepcopy(results), {})  # a snapshot: later cells add to it
             partial({"partial": f"{done} of {cells} cells done; examples not decoded", **doc})
 
@@ -250,14 +249,14 @@ def run_cells(
     steps: int,
     announce: Callable[[str], None] = print,
     progress: bool = False,
-    on_cell: Callable[[dict[str, dict[str, Any]], int], None] | None = None,
+    on_cell: Callable[[dict[str, dict[str, Any]], int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``results[method][str(T)]``: every method at every T in ``sizes``, pooled over the seeds
     (each seed's unedited outputs decoded once). A cell whose estimated writing time (from the
     slowest smaller T) exceeds ``cfg.cell_budget_s``, or whose edits do not fit, is ``not_run``
     with the reason, and is not tried again for a later seed. ``progress``: a bar of the
     (seed, method, T) cells and one of each cell's groups, on stderr. ``on_cell(results,
-    done)`` is called after each (seed, method, T) cell, ``done`` counting them."""
+    done, cells)`` is called after each (seed, method, T) cell: ``done`` of ``cells``."""
     results: dict[str, dict[str, Any]] = {m: {} for m in cfg.methods}
     done = 0
     pooled: Pooled = {}
@@ -278,7 +277,7 @@ def run_cells(
                 )  # fmt: skip
                 done += 1
                 if on_cell is not None:
-                    on_cell(results, done)
+                    on_cell(results, done, cells)
     bar.close()
     return results
 
