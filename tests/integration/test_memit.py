@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from analyses.edit.memit.config import PAPER_VS_FMI, SOURCES, AlphaEditConfig, M
 from analyses.edit.memit.method import AlphaEdit, Memit
 from analyses.edit.memit.states import (
     memit_keys,
+    nearest_on_norm_surface,
     post_norm,
     subject_residuals,
     through_post_norm,
@@ -112,20 +114,57 @@ def test_memit_keys_average_as_the_code():
     torch.testing.assert_close(memit_keys([k, k[:1]]), torch.tensor([[2.5, 1.5], [1.0, 0.0]]))
 
 
-def test_through_post_norm_moves_the_normalised_output(tiny_gemma):
+def test_through_post_norm_reaches_a_reachable_output(tiny_gemma):
     norm = post_norm(tiny_gemma, 0)
     gen = torch.Generator().manual_seed(0)
-    y = torch.randn(4, 64, generator=gen) * 0.05
-    assert float(through_post_norm(norm, y, torch.zeros(4, 64)).abs().max()) < 1e-7
-    r = torch.randn(4, 64, generator=gen) * 0.3
+    y = torch.randn(4, 64, generator=gen)  # rms 1: the norm's eps (1e-6) is negligible
+    assert float(through_post_norm(norm, y, torch.zeros(4, 64)).abs().max()) == 0.0
+    # r is the change to another down_proj output's normalised output: reachable exactly
     with torch.no_grad():
-        o, o2 = norm(y), norm(y + through_post_norm(norm, y, r).float())
-    # the output points along o + r (the norm fixes its size, not its direction)
-    cos = torch.nn.functional.cosine_similarity(
-        (o2 / (1 + norm.weight)), (o + r) / (1 + norm.weight)
-    )
-    assert float(cos.min()) > 1 - 1e-5
+        o = norm(y).double()
+        r = norm(y + torch.randn(4, 64, generator=gen)).double() - o
+        o2 = norm((y.double() + through_post_norm(norm, y, r)).float()).double()
+    torch.testing.assert_close(o2 - o, r, atol=1e-5 * float(o.abs().max()), rtol=0)
     assert post_norm(tiny_gemma, 1) is not None
+
+
+def test_through_post_norm_beats_the_first_order_preimage_on_small_gains():
+    """With some gains near zero, the closed form rms(y) (o + r) / gain - y (the first-order
+    preimage) blows those components up and shrinks the whole output: the least-squares
+    solution must land closer to o + r, and close to r on the components that can move."""
+    d = 16
+    norm = torch.nn.Module()
+    norm.weight = torch.nn.Parameter(torch.cat([torch.zeros(d - 2), torch.full((2,), -0.999)]))
+    norm.eps = 1e-6
+    gen = torch.Generator().manual_seed(1)
+    y = torch.randn(3, d, generator=gen, dtype=torch.float64)
+    r = 0.3 * torch.randn(3, d, generator=gen, dtype=torch.float64)
+
+    def out(v):
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + norm.weight.double())
+
+    o = out(y)
+    rms = (y.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+    first_order = rms * (o + r) / (1 + norm.weight.double()) - y
+    err_first = (out(y + first_order) - (o + r)).norm(dim=-1)
+    err_lsq = (out(y + through_post_norm(norm, y, r)) - (o + r)).norm(dim=-1)
+    assert bool((err_lsq < 0.5 * err_first).all())
+
+
+@pytest.mark.parametrize("gains", [(1.0, 0.01), (0.5, 2.0), (1.0, 1.0)])
+def test_nearest_on_norm_surface_matches_a_search_of_the_circle(gains):
+    """d = 2: mean(u²) = 1 is the circle of radius sqrt(2); a search over a million angles
+    gives an upper bound on the least distance, within 1e-7 of it; the solver must reach it."""
+    g = torch.tensor(gains, dtype=torch.float64)
+    t = torch.tensor([[0.3, -1.7], [2.0, 0.1], [-0.2, -0.05]], dtype=torch.float64)
+    u = nearest_on_norm_surface(g, t)
+    torch.testing.assert_close(u.pow(2).mean(-1), torch.ones(3, dtype=torch.float64))
+    angle = torch.linspace(0, 2 * math.pi, 1_000_001, dtype=torch.float64)
+    circle = math.sqrt(2) * torch.stack([angle.cos(), angle.sin()], -1)
+    for row in range(3):
+        best = float(((g * circle - t[row]) ** 2).sum(-1).min())
+        got = float(((g * u[row] - t[row]) ** 2).sum())
+        assert best - 1e-7 <= got <= best + 1e-12
 
 
 # --------------------------------------------------------------------------- reads
@@ -274,11 +313,32 @@ def test_batched_memit_makes_the_targets_greedy(fixture, request):
     assert [_answer_nll(model, c) for c in CASES] == before
 
 
-def test_memit_through_the_post_norm_lowers_the_nll(tiny_gemma):
+def test_memit_through_the_post_norm_moves_the_residual_to_z(tiny_gemma, monkeypatch):
+    """Through Gemma's post-MLP norm the written layers must carry the last edited layer's
+    residual at each subject towards its z, and lower every answer's NLL. (On Gemma-3-270M the
+    old first-order preimage moved it at cos 0.07 to z - h, and no edit held.)"""
+    import analyses.edit.memit.method as method
+
+    zs: list[torch.Tensor] = []
+    real = method.target_value
+
+    def spy(*args, **kwargs):
+        init, delta, info = real(*args, **kwargs)
+        zs.append(init + delta)
+        return init, delta, info
+
+    monkeypatch.setattr(method, "target_value", spy)
+    cfg = dataclasses.replace(FAST, steps=5)  # the published clamp and decay: a reachable z
+    memit = Memit(cfg)
+    last = cfg.resolved_layers(tiny_gemma)[-1]
+    h0 = subject_residuals(tiny_gemma, last, CASES)
     before = [_answer_nll(tiny_gemma, c)[0] for c in CASES]
-    with Memit(LEARN).edited(tiny_gemma, CASES, Cost()):
+    with memit.edited(tiny_gemma, CASES, Cost()):
+        h1 = subject_residuals(tiny_gemma, last, CASES)
         after = [_answer_nll(tiny_gemma, c)[0] for c in CASES]
-    assert all(a < b - 0.3 for a, b in zip(after, before, strict=True))
+    Z = torch.stack(zs)
+    assert bool(((h1 - Z).norm(dim=-1) < 0.9 * (h0 - Z).norm(dim=-1)).all())
+    assert all(a < b for a, b in zip(after, before, strict=True))
 
 
 def test_sequential_memit_writes_batch_after_batch(tiny_neox):

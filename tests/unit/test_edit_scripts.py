@@ -112,3 +112,37 @@ def test_a_file_that_is_not_a_document_gets_one_line_and_exit_2(tmp_path, capsys
     assert _load(name).main([str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{bad}: not an fmi edit document")
+
+
+# ------------------------------------------------------------------ scripts/memit_reach.py
+
+
+def test_memit_reach_measures_the_move_against_the_wanted_move():
+    reach = _load("memit_reach").reach
+    import torch
+
+    h0, z = torch.tensor([1.0, 1.0]), torch.tensor([3.0, 1.0])
+    assert reach(h0, torch.tensor([2.0, 1.0]), z) == (1.0, 0.5)
+    assert reach(h0, torch.tensor([1.0, 3.0]), z) == (0.0, 0.0)
+    assert reach(h0, torch.tensor([0.0, 1.0]), z) == (-1.0, -0.5)
+
+
+def test_memit_reach_first_order_is_the_old_preimage():
+    import torch
+
+    first_order = _load("memit_reach").first_order
+    norm = torch.nn.Module()
+    norm.weight = torch.nn.Parameter(torch.tensor([0.0, 1.0]))
+    norm.eps = 0.0
+    y, r = torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0, 0.0]])
+    rms = (12.5) ** 0.5  # rms of (3, 4); gain (1, 2); o = (3, 8) / rms
+    want = rms * (torch.tensor([3.0, 8.0]) / rms + r[0]) / torch.tensor([1.0, 2.0]) - y[0]
+    torch.testing.assert_close(first_order(norm, y, r)[0], want.double())
+
+
+@pytest.mark.parametrize("argv", [["--layers", "5,x"], ["--edits", "0"]])
+def test_memit_reach_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as err:
+        _load("memit_reach").main(argv)
+    assert err.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

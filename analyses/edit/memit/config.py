@@ -59,8 +59,11 @@ PAPER_VS_FMI = (
     "here, at the block's residual output (clamp 0.75 x ||z_init||).",
     "Post-MLP norm: MEMIT writes dW K = R with the MLP's output added to the residual as is "
     "(GPT-J, GPT-NeoX). Gemma-3 has an RMSNorm after the MLP; there fmi writes, per edit, the "
-    "down_proj output y' = rms(y) (o + r) / (1 + w) - y, the scale-free preimage of the "
-    "normalised output o = norm(y) moved by r (invert_post_norm; off: dW K = R as in the code).",
+    "down_proj change whose normalised output comes nearest (least squares) to o + r, o = "
+    "norm(y), the nearest point of the norm's output surface, solved exactly "
+    "(analyses.edit.memit.states.through_post_norm; invert_post_norm; off: dW K = R as in the "
+    "code). Before 2026-12-07 fmi used the first-order preimage rms(y) (o + r) / (1 + w) - y, "
+    "which on Gemma-3-270M moved the residual at cos 0.07 to r: no edit held.",
     "Sequential MEMIT: batches of batch_size edits written one after another into the same "
     "weights, each seeing the earlier ones (the AlphaEdit code's MEMIT_seq also adds the "
     "earlier batches' keys to the solve; fmi's memit does not, its alphaedit does).",
