@@ -7,7 +7,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from analyses import correction_vs_steering, key_geometry, layer_sweep, probes
+from analyses import (
+    correction_vs_steering,
+    key_geometry,
+    layer_sweep,
+    probes,
+    relation_geometry,
+)
 from analyses.prepare import AnalysisConfig, Setup, prepare
 from fmi.errors import ConfigError
 from fmi.experiments.run_folder import RunFolder
@@ -16,7 +22,8 @@ from fmi.models.registry import LoadedModel
 from fmi.reporting.report import write_index, write_report
 
 ANALYSES: dict[str, ModuleType] = {
-    m.NAME: m for m in (key_geometry, layer_sweep, correction_vs_steering, probes)
+    m.NAME: m
+    for m in (key_geometry, layer_sweep, correction_vs_steering, probes, relation_geometry)
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "fmi",
+    "analyses.relation_geometry.compute",
     "fmi.memory.store",
     "fmi.memory.statements",
     "fmi.memory.ask",

@@ -13,7 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_MODULE_LINES = 420  # "no module over about 400 lines"
-ANALYSES = ("key_geometry", "layer_sweep", "probes", "correction_vs_steering")
+ANALYSES = (
+    "key_geometry",
+    "layer_sweep",
+    "probes",
+    "correction_vs_steering",
+    "relation_geometry",
+)
 
 
 def _module(path: Path) -> str:
