@@ -32,6 +32,19 @@ def _band(x: list[int], rows: list[list[float]], name: str, colour: str, dash: s
     ]
 
 
+def _per_layer(fig: go.Figure, level: float, y_title: str, height: int) -> go.Figure:
+    """A per-layer rate figure's axes, with a dashed line at ``level`` (chance)."""
+    fig.add_hline(y=level, line={"color": "gray", "dash": "dash"})
+    fig.update_layout(
+        height=height,
+        xaxis_title="layer (resid_post)",
+        yaxis_title=y_title,
+        yaxis_range=[0, 1.02],
+        margin={"t": 20},
+    )
+    return fig
+
+
 def _auc_figure(d: RelationGeometryData) -> go.Figure:
     fig = go.Figure()
     for site in d.sites:
@@ -40,15 +53,7 @@ def _auc_figure(d: RelationGeometryData) -> go.Figure:
                 d.layers, d.auc[site][neg], f"{site}: vs {neg}", COLOURS[neg], DASH[site]
             ):
                 fig.add_trace(trace)
-    fig.add_hline(y=0.5, line={"color": "gray", "dash": "dash"})
-    fig.update_layout(
-        height=380,
-        xaxis_title="layer (resid_post)",
-        yaxis_title="AUC: paraphrase above the negative",
-        yaxis_range=[0, 1.02],
-        margin={"t": 20},
-    )
-    return fig
+    return _per_layer(fig, 0.5, "AUC: paraphrase above the negative", 380)
 
 
 def _probe_figure(d: RelationGeometryData) -> go.Figure:
@@ -56,15 +61,7 @@ def _probe_figure(d: RelationGeometryData) -> go.Figure:
     for site in d.sites:
         for trace in _band(d.layers, d.probe[site], site, "#4a6fa5", DASH[site]):
             fig.add_trace(trace)
-    fig.add_hline(y=d.probe_chance, line={"color": "gray", "dash": "dash"})
-    fig.update_layout(
-        height=360,
-        xaxis_title="layer (resid_post)",
-        yaxis_title="held-out probe accuracy",
-        yaxis_range=[0, 1.02],
-        margin={"t": 20},
-    )
-    return fig
+    return _per_layer(fig, d.probe_chance, "held-out probe accuracy", 360)
 
 
 def _cosine_figure(d: RelationGeometryData) -> go.Figure:
