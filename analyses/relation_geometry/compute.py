@@ -219,7 +219,7 @@ def compute(setup: Setup, *, progress: bool = True) -> RelationGeometryData:
     }
     out_probe: dict[str, list[list[float]]] = {s: [] for s in SITES}
     cosines: dict[tuple[str, int], Tensor] = {}
-    chance = 0.5
+    chance = float(max(labels.mean(), 1 - labels.mean()))  # the majority-class rate
     for layer, site in zip(layers, sites, strict=True):
         for name in SITES:
             vectors = got.stack_at(site, rows[name]).float()
@@ -231,7 +231,6 @@ def compute(setup: Setup, *, progress: bool = True) -> RelationGeometryData:
             features = torch.stack([z[p.anchor] * z[p.other] for p in ps.pairs])
             res = probe_accuracy(features, labels, groups, folds=FOLDS, seed=setup.cfg.seed)
             out_probe[name].append([res.accuracy, res.ci_low, res.ci_high])
-            chance = res.chance
     best_name, best_layer = max(
         ((n, layer) for n in SITES for layer in layers),
         key=lambda k: min(out_auc[k[0]][neg][layers.index(k[1])][0] for neg in NEGATIVES),

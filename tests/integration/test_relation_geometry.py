@@ -92,6 +92,8 @@ def test_relation_geometry_report_end_to_end(quick_setup, tmp_path):
             assert len(rows) == len(d["layers"])
             assert all(0 <= lo <= a <= hi <= 1 for a, lo, hi in rows)
         assert all(0 <= lo <= a <= hi <= 1 for a, lo, hi in d["probe"][site])
+    paraphrases = d["counts"]["paraphrase"] / sum(d["counts"].values())
+    assert d["probe_chance"] == max(paraphrases, 1 - paraphrases)
     assert d["best"]["site"] in rg.SITES and d["best"]["layer"] in d["layers"]
     assert sum(len(v) for v in d["best"]["cosines"].values()) == sum(d["counts"].values())
     assert len(rep.panels) == 3 and rep.finding and "\n" not in rep.finding
