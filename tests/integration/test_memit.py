@@ -422,3 +422,13 @@ def test_quick_run_tunes_rome_memit_and_alphaedit(tmp_path):
         0.75,
         0.75,
     ]
+
+
+def test_nearest_on_norm_surface_in_the_degenerate_case():
+    """A target with nothing on the smallest gain's axis: no multiplier reaches mean(u²) = 1,
+    and the rest of the norm goes on that axis. Known answer for gains (0.5, 2), target
+    (0, 0.5): u = (sqrt(2 - (1 / 3.75)²), 1 / 3.75), a loss no point of the circle beats."""
+    g = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    u = nearest_on_norm_surface(g, torch.tensor([[0.0, 0.5]], dtype=torch.float64))[0]
+    want = torch.tensor([math.sqrt(2 - (1 / 3.75) ** 2), 1 / 3.75], dtype=torch.float64)
+    torch.testing.assert_close(u, want, atol=1e-9, rtol=0)
