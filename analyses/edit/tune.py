@@ -17,13 +17,14 @@ evaluation part.
   ``GRACE_EPS_MULTIPLES`` of the layer's median nearest-key distance on the training rewrites;
   GRACE's published iteration budget, learning rate, replacement and value start otherwise.
 - ``lora``: (learning rate, steps per edit, retention KL weight) over ``LORA_GRID``, from
-  conservative (1e-4, 5 steps) to aggressive (3e-2).
+  conservative (1e-5, 5 steps) to aggressive (3e-2).
 - ``rome``: (layer, clamp) over the paper's (a third of the depth, 4) and two conservative
   settings (clamp 0.75 at a third and at half the depth); ROME's published settings otherwise.
-- ``memit``: (layers, update weight) over GPT-J's layers with its weight, with 10x it, and
-  GPT-2 XL's layers; batched. ``alphaedit``: the null-space threshold as published, in units of
-  the keys' mean eigenvalue, and 10x smaller so scaled. The key covariance of every layer a
-  grid needs is built once (cached on disk) before its settings are scored.
+- ``memit``: (layers, update weight) over GPT-J's layers with its weight times 1 to 100, and
+  GPT-2 XL's layers; batched. ``alphaedit``: (threshold, l2) as published, conservative (10x
+  l2; 10x and 100x smaller thresholds), and the published numbers in units of the keys' mean
+  eigenvalue. Both grids compute each edit's ``z`` once and share it. The key covariance of
+  every layer a grid needs is built once (cached on disk) before its settings are scored.
 - ``in_context`` and ``none``: nothing to tune.
 
 >>> pick([{"efficacy": 1.0, "generalization": 0.5, "specificity": 0.5, "unrelated_changed": 0.3},
@@ -49,14 +50,16 @@ from analyses.edit.score import groups, probes, score_group, summary
 TUNE_UNRELATED = 60
 GRACE_EPS_MULTIPLES = (0.5, 1.0, 2.0)
 LORA_GRID = (
+    (1e-5, 5, 1.0),
     (1e-4, 5, 1.0),
     (3e-4, 10, 1.0),
     (1e-3, 10, 1.0),
     (1e-2, 10, 1.0),
     (3e-2, 5, 1.0),
 )
-"""(learning rate, Adam steps per edit, retention KL weight): the first two conservative
-enough to leave generic prompts alone, the last two as aggressive as the earlier grid."""
+"""(learning rate, Adam steps per edit, retention KL weight): from very conservative (1e-5,
+5 steps: 1e-4 with 5 steps already changed half the tuning group's generic prompts on
+Gemma-3-270M) to as aggressive as the earlier grid (the last two)."""
 
 
 def _objective(s: dict[str, Any]) -> float:
@@ -237,9 +240,9 @@ def _rome(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
 
 def _memit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     """MEMIT batched (every tuning edit in one batch) over
-    :func:`analyses.edit.memit.config.memit_grid`: GPT-J's layers with its update weight
-    (scaled to the keys' width), the same with 10x the weight (conservative), GPT-2 XL's
-    layers."""
+    :func:`analyses.edit.memit.config.memit_grid`: GPT-J's layers with a ladder of update
+    weights from the published one (scaled to the keys' width) to 100x it (conservative), and
+    GPT-2 XL's layers. The settings share their ``z`` (one per edit, computed once)."""
     from analyses.edit.memit.config import MemitConfig, memit_grid
     from analyses.edit.memit.method import Memit
     from analyses.edit.rome.covariance import warm_up
@@ -248,8 +251,9 @@ def _memit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     tokens = 2000 if str(model.name).startswith("tiny") else base.cov_samples
     settings = memit_grid(model)
     covariance = warm_up(model, [x for layers, _ in settings for x in layers], tokens, base.seed)
+    memo: dict = {}
     grid: list[Method] = [
-        Memit(MemitConfig(layers=layers, mom2_update_weight=w, cov_samples=tokens))
+        Memit(MemitConfig(layers=layers, mom2_update_weight=w, cov_samples=tokens), z_memo=memo)
         for layers, w in settings
     ]
     method, info = _grid(model, tune, grid, cfg, progress)
@@ -266,20 +270,23 @@ def _memit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
 
 
 def _alphaedit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
-    """AlphaEdit at GPT-J's layers, in batches of 100: the paper's absolute null-space
-    threshold and L2, the same numbers in units of the keys' mean eigenvalue, and a 10x
-    smaller scaled threshold (a smaller null space: conservative)."""
-    from analyses.edit.memit.config import AlphaEditConfig
+    """AlphaEdit at GPT-J's layers, in batches of 100, over
+    :data:`analyses.edit.memit.config.ALPHAEDIT_SETTINGS` (the published threshold and l2,
+    conservative ones, and the published numbers key-scaled); the settings share their ``z``."""
+    from analyses.edit.memit.config import ALPHAEDIT_SETTINGS, AlphaEditConfig
     from analyses.edit.memit.method import AlphaEdit
     from analyses.edit.rome.covariance import warm_up
 
     base = AlphaEditConfig()
     tokens = 2000 if str(model.name).startswith("tiny") else base.cov_samples
     covariance = warm_up(model, base.resolved_layers(model), tokens, base.seed)
-    settings = [(False, base.nullspace_threshold), (True, base.nullspace_threshold), (True, 2e-3)]
+    memo: dict = {}
     grid: list[Method] = [
-        AlphaEdit(AlphaEditConfig(key_scaled=scaled, nullspace_threshold=t, cov_samples=tokens))
-        for scaled, t in settings
+        AlphaEdit(
+            AlphaEditConfig(key_scaled=scaled, nullspace_threshold=t, l2=l2, cov_samples=tokens),
+            z_memo=memo,
+        )
+        for scaled, t, l2 in ALPHAEDIT_SETTINGS
     ]
     method, info = _grid(model, tune, grid, cfg, progress)
     info["budget"] += (
@@ -288,7 +295,8 @@ def _alphaedit(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = Fal
     )
     info["fixed"] = "AlphaEdit's published GPT-J settings except the null-space threshold's scale"
     info["grid_settings"] = [
-        {"key_scaled": scaled, "nullspace_threshold": t} for scaled, t in settings
+        {"key_scaled": scaled, "nullspace_threshold": t, "l2": l2}
+        for scaled, t, l2 in ALPHAEDIT_SETTINGS
     ]
     info["covariance"] = covariance
     return method, info

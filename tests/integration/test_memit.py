@@ -385,9 +385,10 @@ def test_alphaedit_with_the_papers_numbers_runs_on_gemma(tiny_gemma):
 
 
 def test_quick_run_tunes_rome_memit_and_alphaedit(tmp_path):
-    """``fmi edit --quick`` with the three locate-then-edit methods: each grid has its three
-    settings, a conservative one among them, and the covariance's source and size recorded."""
+    """``fmi edit --quick`` with the three locate-then-edit methods: each grid has its
+    settings (conservative ones among them) and the covariance's source and size recorded."""
     from analyses.cli.main import main
+    from analyses.edit.memit.config import ALPHAEDIT_SETTINGS, MEMIT_WEIGHT_MULTIPLES
 
     out = tmp_path / "edit.json"
     rc = main(
@@ -407,7 +408,10 @@ def test_quick_run_tunes_rome_memit_and_alphaedit(tmp_path):
     for name in ("rome", "memit", "alphaedit"):
         entry = doc["methods"][name]
         tuning, settings = entry["tuning"], entry["settings"]
-        assert len(tuning["grid"]) == len(tuning["grid_settings"]) == 3
+        size = {"rome": 3, "memit": len(MEMIT_WEIGHT_MULTIPLES) + 1}.get(
+            name, len(ALPHAEDIT_SETTINGS)
+        )
+        assert len(tuning["grid"]) == len(tuning["grid_settings"]) == size
         assert "budget" in tuning and "tokens per layer" in tuning["budget"]
         assert tuning["covariance"]["source"] == "model-text"
         assert tuning["covariance"]["tokens"] >= 2000
@@ -416,7 +420,11 @@ def test_quick_run_tunes_rome_memit_and_alphaedit(tmp_path):
         )
         assert set(doc["results"][name]) == {"1", "4"}
     grid = doc["methods"]["memit"]["tuning"]["grid_settings"]
-    assert grid[1]["mom2_update_weight"] == 10 * grid[0]["mom2_update_weight"]
+    weights = [g["mom2_update_weight"] for g in grid[: len(MEMIT_WEIGHT_MULTIPLES)]]
+    assert weights == [m * weights[0] for m in MEMIT_WEIGHT_MULTIPLES]
+    assert [g["l2"] for g in doc["methods"]["alphaedit"]["tuning"]["grid_settings"]] == [
+        s[2] for s in ALPHAEDIT_SETTINGS
+    ]
     assert [g["settings"]["clamp"] for g in doc["methods"]["rome"]["tuning"]["grid"]] == [
         4.0,
         0.75,
@@ -432,3 +440,33 @@ def test_nearest_on_norm_surface_in_the_degenerate_case():
     u = nearest_on_norm_surface(g, torch.tensor([[0.0, 0.5]], dtype=torch.float64))[0]
     want = torch.tensor([math.sqrt(2 - (1 / 3.75) ** 2), 1 / 3.75], dtype=torch.float64)
     torch.testing.assert_close(u, want, atol=1e-9, rtol=0)
+
+
+def test_shared_z_memo_gives_the_same_write_and_the_same_charge(tiny_gemma, tmp_path):
+    """Two settings that differ only in the update weight, sharing ``z_memo``: the second
+    reads every edit's ``z`` from the memo, and its write and its charged forwards, backwards
+    equal those of the same setting run without a memo."""
+    from analyses.edit.rome.keys import edited_linear
+
+    model = tiny_gemma
+    cases = [
+        EditCase("0", "Paris", "{} is the capital of", "Italy", "France"),
+        EditCase("1", "Rome", "{} is the capital of", "Spain", "Italy"),
+    ]
+    cfg = MemitConfig(steps=2, cov_samples=100, context_prefixes=1, early_stop=0.0)
+    memo: dict = {}
+
+    def written(method):
+        cost = Cost()
+        with method.edited(model, cases, cost):
+            lin = edited_linear(model, method.settings()["resolved_layers"][-1])
+            return lin.weight.detach().clone(), cost
+
+    written(Memit(cfg, cache_root=tmp_path, z_memo=memo))
+    assert len(memo) == len(cases)
+    heavy = dataclasses.replace(cfg, mom2_update_weight=50.0)
+    w_memo, c_memo = written(Memit(heavy, cache_root=tmp_path, z_memo=memo))
+    w_plain, c_plain = written(Memit(heavy, cache_root=tmp_path))
+    assert len(memo) == len(cases)
+    assert torch.equal(w_memo, w_plain)
+    assert (c_memo.forward, c_memo.backward) == (c_plain.forward, c_plain.backward)

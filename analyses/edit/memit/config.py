@@ -180,11 +180,28 @@ class AlphaEditConfig(MemitConfig):
                 raise ConfigError(f"{name} must be a finite float >= 0, got {value}")
 
 
+MEMIT_WEIGHT_MULTIPLES = (1.0, 3.0, 10.0, 30.0, 100.0)
+"""MEMIT's update weights in the grid, in units of GPT-J's scaled weight: a larger weight
+gives a smaller update (more of ``λ C`` in the solve), so the ladder runs from the published
+strength to a conservative end."""
+
+ALPHAEDIT_SETTINGS = (
+    (False, 2e-2, 10.0),
+    (False, 2e-2, 100.0),
+    (False, 2e-3, 10.0),
+    (False, 2e-4, 10.0),
+    (True, 2e-2, 10.0),
+)
+"""AlphaEdit's grid, ``(key_scaled, nullspace_threshold, l2)``: the published numbers, then
+conservative ones (a 10x larger l2, a 10x and 100x smaller absolute threshold: a smaller null
+space), and the published numbers in units of the keys' mean eigenvalue."""
+
+
 def memit_grid(model) -> list[tuple[tuple[int, ...], float]]:
     """MEMIT's tuning settings ``(layers, mom2_update_weight)`` for ``model``: GPT-J's layers
-    (3..8 of 28, as fractions of the depth) with its weight scaled to the keys' width, the same
-    layers with 10x that weight (a smaller update: conservative), and GPT-2 XL's layers (13..17
-    of 48) with the scaled weight."""
+    (3..8 of 28, as fractions of the depth) with its weight scaled to the keys' width times
+    each of :data:`MEMIT_WEIGHT_MULTIPLES` (from the published strength to conservative), and
+    GPT-2 XL's layers (13..17 of 48) with the scaled weight."""
     from analyses.edit.rome.keys import edited_linear
 
     n = int(model.bridge.cfg.n_layers)
@@ -193,4 +210,4 @@ def memit_grid(model) -> list[tuple[tuple[int, ...], float]]:
     gptj = base.resolved_layers(model)
     lo, hi = min(round(13 * n / 48), n - 1), min(round(17 * n / 48), n - 1)
     gpt2 = tuple(range(lo, max(lo, hi) + 1))
-    return [(gptj, weight), (gptj, 10 * weight), (gpt2, weight)]
+    return [(gptj, m * weight) for m in MEMIT_WEIGHT_MULTIPLES] + [(gpt2, weight)]
