@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "fmi",
     "analyses.relation_geometry.compute",
+    "analyses.edit.relation_key",
     "fmi.memory.store",
     "fmi.memory.statements",
     "fmi.memory.ask",
