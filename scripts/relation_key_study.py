@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.save(read, kept)
     stds = rk.standardizers(parts["train"]["states"])
     rows = []
+    spread: dict[str, dict] = {}
     t = parts["train"]
     positive = [i for i, q in enumerate(t["qs"]) if q.kind in rk.POSITIVE]
     labels = [t["cases"][t["qs"][i].case].relation for i in positive]
@@ -122,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             last = rk.last_states(t["states"], stds, layer)[positive]
             space = rk.relation_space(last, labels)
         if space_name == "metric":
-            rows, owners, same = rk.metric_pairs(t["qs"])
-            q = rk.last_states(t["states"], stds, layer)[rows]
+            pairs, owners, same = rk.metric_pairs(t["qs"])
+            q = rk.last_states(t["states"], stds, layer)[pairs]
             e = rk.last_states(t["entries"], stds, layer)[owners]
             space = rk.relation_metric(q, e, same)
         feats = {
@@ -131,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model, p["cases"], p["qs"], p["states"], stds, sites, layer, p["entries"], space
             )
             for k, p in parts.items()
+        }
+        e = parts["eval"]
+        spread[f"L{layer} {space_name}"] = {
+            kind: rk.own_quantiles(feats["eval"], e["qs"], kind, "relation")
+            for kind in ("paraphrase", "relation", "look_alike")
         }
         for spec, contrastive in CANDIDATES:
             first = layer == args.relation_layers[0] and space_name == spaces[0]
@@ -172,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 rule="fit on train (query, entry) pairs; rates on eval, every eval edit held",
                 candidates=rows,
+                relation_feature_own_entry_q10_q50_q90=spread,
             ),
         )
         path = Path(args.json)

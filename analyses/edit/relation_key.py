@@ -345,3 +345,17 @@ def rates(rule: Rule, feats: Tensor, stated: Tensor, kinds: Sequence[str]) -> di
         lo, hi = wilson(k, len(rows))
         out[kind] = [k / len(rows), lo, hi, len(rows)]
     return out
+
+
+def own_quantiles(feats: Tensor, qs: Sequence[Query], kind: str, feature: str) -> list[float]:
+    """The 10th, 50th and 90th percentiles of ``feature`` between each query of ``kind`` and
+    its own case's entry.
+
+    >>> f = torch.zeros(3, 1, 4); f[:, 0, 3] = torch.tensor([0.0, 0.5, 1.0])
+    >>> own_quantiles(f, [Query("a", "paraphrase", 0)] * 3, "paraphrase", "relation")
+    [0.1, 0.5, 0.9]
+    """
+    rows = [i for i, q in enumerate(qs) if q.kind == kind]
+    own = torch.tensor([qs[i].case for i in rows])
+    v = feats[rows, own, FEATURES.index(feature)].double()
+    return [round(float(x), 4) for x in torch.quantile(v, torch.tensor([0.1, 0.5, 0.9]).double())]
