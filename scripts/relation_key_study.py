@@ -12,13 +12,11 @@ nothing wrong) and writes them, with the fitted weights and thresholds, to ``--j
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 CANDIDATES = (
     ("symbol*context", False),  # today's editing rule, today's negatives
@@ -65,8 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from analyses.edit import relation_key as rk
-    from analyses.edit.bundled.files import BUNDLED, load_bundled, load_unrelated
+    from analyses.edit.bundled.files import BUNDLED
     from fmi.models.registry import load_model
+    from fmi.reporting.atomic import write_json
     from fmi.reporting.provenance import header
 
     if args.data not in BUNDLED:
@@ -86,6 +85,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relation_key_study: layers {bad} are outside 0..{n - 1}", file=sys.stderr)
         return 2
     sites = rk.Sites(args.token_layer, args.subject_layer, args.relation_layers)
+    parts = _parts(model, args, sites)
+    rows, spread = _study(model, args, sites, parts)
+    if args.json:
+        cfg = {**{k: v for k, v in vars(args).items() if k != "json"}, "seed": 0}
+        write_json(
+            args.json,
+            dict(
+                header=header(model, cfg, seconds=round(time.perf_counter() - started, 1)),
+                data=dict(
+                    set=args.data,
+                    counts={
+                        k: {kind: p["kinds"].count(kind) for kind in sorted(set(p["kinds"]))}
+                        for k, p in parts.items()
+                    },
+                    rule="fit on train (query, entry) pairs; rates on eval, every eval edit held",
+                    candidates=rows,
+                    relation_feature_own_entry_q10_q50_q90=spread,
+                ),
+            ),
+        )
+    return 0
+
+
+def _parts(model, args: argparse.Namespace, sites) -> dict[str, dict[str, Any]]:
+    """Per part (train, eval): its cases, queries, who states each query, and the read states
+    of the queries and of the entries (from ``--states`` when it holds them, else read and kept
+    there)."""
+    import torch
+
+    from analyses.edit import relation_key as rk
+    from analyses.edit.bundled.files import load_bundled, load_unrelated
+
     train, evals = load_bundled(args.data)
     gen_train, gen_eval = load_unrelated()
     kept = Path(args.states) if args.states else None
@@ -110,45 +141,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: {len(cases)} edits, {len(qs)} queries", flush=True)
     if kept is not None:
         torch.save(read, kept)
-    stds = rk.standardizers(parts["train"]["states"])
-    rows = []
-    spread: dict[str, dict] = {}
-    t = parts["train"]
+    return parts
+
+
+def _study(model, args: argparse.Namespace, sites, parts) -> tuple[list[dict], dict[str, dict]]:
+    """Every candidate at every relation layer and space, fitted on train and rated on eval;
+    and the relation feature's own-entry quantiles per layer and space."""
+    from analyses.edit import relation_key as rk
+
+    t, e = parts["train"], parts["eval"]
+    stds = rk.standardizers(t["states"])
     positive = [i for i, q in enumerate(t["qs"]) if q.kind in rk.POSITIVE]
     labels = [t["cases"][t["qs"][i].case].relation for i in positive]
+    pairs, owners, same = rk.metric_pairs(t["qs"])
+    rows: list[dict] = []
+    spread: dict[str, dict] = {}
     spaces = args.spaces.split(",")
     for layer, space_name in [(x, s) for x in args.relation_layers for s in spaces]:
         space = None
         if space_name == "lda":
-            last = rk.last_states(t["states"], stds, layer)[positive]
-            space = rk.relation_space(last, labels)
+            space = rk.relation_space(rk.last_states(t["states"], stds, layer)[positive], labels)
         if space_name == "metric":
-            pairs, owners, same = rk.metric_pairs(t["qs"])
             q = rk.last_states(t["states"], stds, layer)[pairs]
-            e = rk.last_states(t["entries"], stds, layer)[owners]
-            space = rk.relation_metric(q, e, same)
+            space = rk.relation_metric(q, rk.last_states(t["entries"], stds, layer)[owners], same)
         feats = {
             k: rk.features(
                 model, p["cases"], p["qs"], p["states"], stds, sites, layer, p["entries"], space
             )
             for k, p in parts.items()
         }
-        e = parts["eval"]
         spread[f"L{layer} {space_name}"] = {
             kind: rk.own_quantiles(feats["eval"], e["qs"], kind, "relation")
             for kind in ("paraphrase", "relation", "look_alike")
         }
+        first = layer == args.relation_layers[0] and space_name == spaces[0]
         for spec, contrastive in CANDIDATES:
-            first = layer == args.relation_layers[0] and space_name == spaces[0]
             if "relation" not in spec and not first:
                 continue
-            t = parts["train"]
             rule = rk.fit_rule(
                 feats["train"], t["stated"], t["kinds"], rk.terms_of(spec), contrastive
             )
-            e = parts["eval"]
             got = rk.rates(rule, feats["eval"], e["stated"], e["kinds"])
-            fit = rk.rates(rule, feats["train"], t["stated"], t["kinds"])
             row = dict(
                 terms=spec,
                 contrastive=contrastive,
@@ -157,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 weights=rule.weights,
                 threshold=rule.threshold,
                 eval=got,
-                train=fit,
+                train=rk.rates(rule, feats["train"], t["stated"], t["kinds"]),
             )
             rows.append(row)
             shown = "  ".join(f"{k} {v[0]:.3f}" for k, v in got.items())
@@ -166,29 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"L{row['relation_layer']} {row['relation_space']}: {shown}",
                 flush=True,
             )
-    if args.json:
-        cfg = {**{k: v for k, v in vars(args).items() if k != "json"}, "seed": 0}
-        doc = dict(
-            header=header(model, cfg, seconds=round(time.perf_counter() - started, 1)),
-            data=dict(
-                set=args.data,
-                counts={
-                    k: {kind: p["kinds"].count(kind) for kind in sorted(set(p["kinds"]))}
-                    for k, p in parts.items()
-                },
-                rule="fit on train (query, entry) pairs; rates on eval, every eval edit held",
-                candidates=rows,
-                relation_feature_own_entry_q10_q50_q90=spread,
-            ),
-        )
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    return 0
+    return rows, spread
 
 
 if __name__ == "__main__":
