@@ -14,6 +14,35 @@ from pathlib import Path
 
 from analyses.edit.failure_classes import class_counts, failure_class
 
+POSITIVE_KINDS = ("rewrite", "paraphrase", "one_hop", "alias")
+
+
+def false_fire_causes(log: list[dict]) -> list[tuple[str, int]]:
+    """Among failing trials where the memory fired wrongly (a prompt that should keep the
+    unedited output fired any entry; a prompt that should follow an edit fired another one), how
+    many had each ``relation_key`` term as the largest contribution to the fired entry's logit
+    (``explain.terms``), most first.
+
+    >>> why = {"entry": "7", "fired": True, "terms": {"subject": 2.0, "relation": 0.5}}
+    >>> log = [{"kind": "relation", "case_ids": ["7"], "explain": why},
+    ...        {"kind": "paraphrase", "case_ids": ["7"], "explain": why},
+    ...        {"kind": "paraphrase", "case_ids": ["8"], "explain": why},
+    ...        {"kind": "relation", "case_ids": ["7"], "explain": {**why, "fired": False}}]
+    >>> false_fire_causes(log)
+    [('subject', 2)]
+    """
+    counts: dict[str, int] = {}
+    for e in log:
+        why = e.get("explain") or {}
+        terms = why.get("terms")
+        if not terms or not why.get("fired"):
+            continue
+        if e.get("kind") in POSITIVE_KINDS and why.get("entry") in e.get("case_ids", []):
+            continue
+        top = max(terms, key=terms.__getitem__)
+        counts[top] = counts.get(top, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {count:5d}  {name}  e.g. {example['prompt']!r} -> {example['got']!r}"
                     f" (expected {example['expected']!r}{score})"
                 )
+            causes = false_fire_causes(log)
+            if causes:
+                shown = ", ".join(f"{n} {c}" for n, c in causes)
+                print(f"  false fires by largest term: {shown}")
     return 0
 
 

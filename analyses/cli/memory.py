@@ -32,6 +32,11 @@ def add_parser(sub) -> None:
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--quick", action="store_true", help="a tiny fit (seconds; for smoke tests)")
     n.add_argument("--force", action="store_true", help="overwrite an existing file")
+    n.add_argument(
+        "--mode",
+        default=None,
+        help="the read rule (default: the fit's; relation_key knows the relation asked)",
+    )
     w = msub.add_parser("write", help="add a fact, or replace the one with the same key spans")
     w.add_argument("file")
     w.add_argument("statement", help='the text before the answer, e.g. "Alice\'s drink is"')
@@ -94,6 +99,13 @@ def _new(args: argparse.Namespace) -> int:
     )
     cfg = (RecallConfig.quick if args.quick else RecallConfig)(model=model.name, seed=args.seed)
     memory = FastMemory.fit(model, cfg)
+    if args.mode is not None:
+        if args.mode not in memory.thresholds:
+            raise ConfigError(
+                f"--mode must be one of the fitted rules {', '.join(sorted(memory.thresholds))}; "
+                f"got {args.mode!r}"
+            )
+        memory.mode = args.mode
     Path(args.file).parent.mkdir(parents=True, exist_ok=True)
     with locked(args.file):  # not in the middle of another command's read-modify-write
         if Path(args.file).exists() and not args.force:

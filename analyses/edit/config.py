@@ -22,6 +22,7 @@ METHODS = (
     "none",
     "in_context",
     "fast_memory",
+    "dual_key_learned",
     "dual_key",
     "grace",
     "lora",

@@ -4,7 +4,12 @@ forward pass, no backward pass), read back by the memory's hooks while prompts a
 The memory is fitted once (:meth:`fmi.FastMemory.fit`, on the built-in recall training split),
 then its reading threshold is set on the editing benchmark's training part
 (:func:`calibrated`): the learned dual key's weights, the thresholds and alpha, with every
-training edit written. Nothing is fitted on the evaluation part.
+training edit written. Nothing is fitted on the evaluation part. Thresholds are set by
+Youden's J (:func:`fmi.memory.relation.youden`):
+
+>>> import numpy as np
+>>> float(youden_threshold(np.array([0.9, 0.8, 0.3]), np.array([0.1, 0.2, 0.85])))
+0.25
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
@@ -27,6 +31,7 @@ from fmi.core.prompts import Encoded
 from fmi.experiments.metrics import text_matches
 from fmi.memory.ask import ask
 from fmi.memory.inject import ReadLog, memory_hooks
+from fmi.memory.relation import youden as youden_threshold
 from fmi.memory.retrieve import dual_features, score_queries
 from fmi.memory.store import FastMemory
 
@@ -63,9 +68,32 @@ def explainer(held: FastMemory, model: Any, cases: Sequence[EditCase]):
         if not len(held) or not prompts:
             return [{"entry": None, "fired": False} for _ in prompts]
         answers = ask(held, model, list(prompts), max_new_tokens=1)
-        return [_why(held, a, by_statement) for a in answers]
+        out = [_why(held, a, by_statement) for a in answers]
+        if held.mode == "relation_key":
+            for why, terms in zip(out, _terms(held, model, prompts, answers), strict=True):
+                why["terms"] = terms
+        return out
 
     return explain
+
+
+def _terms(held: FastMemory, model: Any, prompts: list[str], answers) -> list[dict[str, float]]:
+    """Per prompt, each ``relation_key`` term's contribution (weight x feature) to the logit of
+    the entry it fired (or, abstaining, its best entry)."""
+    from fmi.memory.relation import relation_scores
+    from fmi.memory.retrieve import RELATION_FEATURES
+
+    feats = relation_scores(held, model, prompts).cpu()
+    assert held.relation_weights is not None
+    w = held.relation_weights.cpu()[: len(RELATION_FEATURES)]
+    rows = {e.statement: i for i, e in enumerate(held.entries)}
+    out = []
+    for q, a in enumerate(answers):
+        e = rows[a.entry.statement] if a.entry is not None else int(feats[q].mv(w).argmax())
+        out.append(
+            {n: round(float(w[k] * feats[q, e, k]), 4) for k, n in enumerate(RELATION_FEATURES)}
+        )
+    return out
 
 
 def _why(held: FastMemory, answer, by_statement: dict[str, str]) -> dict[str, Any]:
@@ -90,20 +118,6 @@ def _features(full: FastMemory, model: Any, prompts: list[str]) -> Tensor:
     return dual_features(scores)
 
 
-def youden_threshold(pos: np.ndarray, neg: np.ndarray) -> float:
-    """The threshold (a midpoint between adjacent scores) that maximises the true-accept rate of
-    ``pos`` minus the false-accept rate of ``neg`` (Youden's J); ties: the higher threshold.
-
-    >>> float(youden_threshold(np.array([0.9, 0.8, 0.3]), np.array([0.1, 0.2, 0.85])))
-    0.25
-    """
-    values = np.unique(np.concatenate([pos, neg]))
-    cuts = np.concatenate([[values[0] - 1e-6], (values[1:] + values[:-1]) / 2, [values[-1] + 1e-6]])
-    j = [(pos >= c).mean() - (neg >= c).mean() for c in cuts]
-    best = max(j)
-    return float(max(c for c, v in zip(cuts, j, strict=True) if v == best))
-
-
 def _efficacy(memory: FastMemory, model: Any, cases: Sequence[EditCase]) -> float:
     answers = ask(memory, model, [c.rewrite for c in cases], max_new_tokens=4)
     return sum(
@@ -118,6 +132,7 @@ def calibrated(
     unrelated: Sequence[str],
     *,
     choose_alpha: bool = True,
+    relation_train: Sequence[EditCase] = (),
 ) -> tuple[FastMemory, dict[str, Any]]:
     """``memory`` fitted to editing on the training edits, all written at once:
 
@@ -134,7 +149,9 @@ def calibrated(
        (:mod:`analyses.edit.tune`).
 
     The mode is ``dual_key_learned``; ``dual_key`` keeps the recall default's rule with its own
-    threshold on the same data (the ``dual_key`` row)."""
+    threshold on the same data (the ``dual_key`` row). With ``relation_train`` (the training
+    part's edits), the relation key is fitted on them too (:func:`relation_fitted`) and the mode
+    is ``relation_key``."""
     full = write_edits(memory, model, train)
     pos = [(i, p) for i, c in enumerate(train) for p in (c.rewrite, *c.paraphrases)]
     neg = [n.prompt for c in train for n in c.neighbourhood] + list(unrelated)
@@ -145,6 +162,9 @@ def calibrated(
     out = replace(
         memory.select([]), thresholds=thresholds, dual_weights=weights, mode="dual_key_learned"
     )
+    relation_info: dict[str, Any] = {}
+    if relation_train:
+        out, relation_info = relation_fitted(out, model, relation_train, unrelated)
     tried: dict[float, float] = {}
     chosen = 1.0
     if choose_alpha:
@@ -159,8 +179,49 @@ def calibrated(
         "train_edits": len(train),
         "train_positive": len(pos),
         "train_negative": len(neg),
+        **relation_info,
     }
     return out, info
+
+
+RELATION_NEGATIVES_PER_KIND = 3
+"""Neighbourhood, other-relation and look-alike prompts per training edit in the relation fit."""
+
+
+def relation_fitted(
+    memory: FastMemory, model: Any, train: Sequence[EditCase], unrelated: Sequence[str]
+) -> tuple[FastMemory, dict[str, Any]]:
+    """``memory`` (emptied) read by ``relation_key``, fitted with every edit of ``train`` written
+    (:func:`fmi.memory.relation.fit_relation_key`): positives each rewrite and paraphrase with
+    its own entry; negatives up to :data:`RELATION_NEGATIVES_PER_KIND` neighbourhood prompts,
+    prompts about the subject under another relation and look-alike prompts (another training
+    subject sharing the first word, in the edit's template) per edit, and ``unrelated``; a
+    negative that states some edit is left out."""
+    from analyses.relation_geometry.compute import look_alikes
+    from fmi.memory.relation import fit_relation_key
+
+    k = RELATION_NEGATIVES_PER_KIND
+    full = write_edits(memory, model, train)
+    pos = [(i, p) for i, c in enumerate(train) for p in dict.fromkeys((c.rewrite, *c.paraphrases))]
+    stated = {p for _, p in pos}
+    alikes = look_alikes(train, [c.subject for c in train], k)
+    neg = [
+        *(n.prompt for c in train for n in c.neighbourhood[:k]),
+        *(r.prompt for c in train for r in c.relation_probes[:k]),
+        *(c.prompt.format(s) for c, subjects in zip(train, alikes, strict=True) for s in subjects),
+        *unrelated,
+    ]
+    neg = [p for p in dict.fromkeys(neg) if p not in stated]
+    fitted = fit_relation_key(full, model, [p for _, p in pos], [i for i, _ in pos], neg)
+    assert fitted.relation_weights is not None
+    info = {
+        "relation_weights": [round(float(w), 6) for w in fitted.relation_weights.tolist()],
+        "relation_threshold": fitted.thresholds["relation_key"],
+        "relation_fit": (
+            f"{len(train)} training edits written; {len(pos)} positives, {len(neg)} negatives"
+        ),
+    }
+    return fitted.select([]), info
 
 
 def learned_weights(feats: Tensor, own: Tensor) -> Tensor:

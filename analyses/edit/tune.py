@@ -9,10 +9,12 @@ specificity among settings whose ``unrelated_changed`` is at most ``max_unrelate
 evaluation part.
 
 - ``fast_memory``: :meth:`fmi.FastMemory.fit` (built-in recall training split), then the learned
-  dual key's weights and the thresholds fitted on the tuning group
-  (:func:`analyses.edit.fast.calibrated`), read in ``dual_key_learned``; alpha over
-  ``ALPHA_MULTIPLES`` by the rule. ``dual_key``: the same memory read by the recall default's
-  rule (symbol x context) with its own threshold.
+  dual key's weights and the thresholds fitted on the tuning group, and the relation key's
+  weights and threshold on the whole training part (:func:`analyses.edit.fast.calibrated`,
+  :func:`analyses.edit.fast.relation_fitted`), read in ``relation_key``; alpha over
+  ``ALPHA_MULTIPLES`` by the rule. ``dual_key_learned`` (the editing rule before the relation
+  key) and ``dual_key`` (the recall rule, symbol x context): the same memory read by those
+  rules, each with its own threshold.
 - ``grace``: the layer (two-thirds and five-sixths of the depth) x ``eps_init`` over
   ``GRACE_EPS_MULTIPLES`` of the layer's median nearest-key distance on the training rewrites;
   GRACE's published iteration budget, learning rate, replacement and value start otherwise.
@@ -141,7 +143,9 @@ def _fast(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     )
     fitted = FastMemory.fit(model, recall)
     edits, unrelated = list(tune.group.edits), list(tune.group.unrelated)
-    memory, info = calibrated(fitted, model, edits, unrelated, choose_alpha=False)
+    memory, info = calibrated(
+        fitted, model, edits, unrelated, choose_alpha=False, relation_train=list(data.train)
+    )
     fit_seconds = time.perf_counter() - t0
     grid: list[Method] = [
         FastEdit(replace(memory, alpha=fitted.alpha * m), {**info, "alpha_multiple": m})
@@ -151,10 +155,15 @@ def _fast(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
     record["fit"] = (
         "FastMemory.fit on the built-in recall training split; then the dual key's weights "
         f"and thresholds on the {len(edits)} tuning edits (rewrites and paraphrases positive, "
-        f"neighbours and {len(unrelated)} generic prompts negative); alpha by the grid"
+        f"neighbours and {len(unrelated)} generic prompts negative); the relation key's on "
+        f"the {len(data.train)} training edits ({info.get('relation_fit', '')}); alpha by the grid"
     )
     record["fit_seconds"] = round(fit_seconds, 1)
     return method, record
+
+
+FAST_RULES = ("fast_memory", "dual_key_learned", "dual_key")
+"""``fast_memory`` reads by its own mode (``relation_key``); the others are its older rules."""
 
 
 def _grace(model, data, cfg: EditConfig, tune: TuneSet, progress: bool = False):
@@ -339,7 +348,7 @@ def set_up(
         elif name == "in_context":
             methods[name] = InContext(cfg.in_context_tokens)
             tuning[name] = {"budget": "nothing to tune"}
-        elif name in ("fast_memory", "dual_key"):
+        elif name in FAST_RULES:
             if "fast" not in shared:
                 if tune is None:
                     tune = TuneSet(model, data, cfg, steps)

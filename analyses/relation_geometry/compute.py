@@ -13,10 +13,11 @@ rewrite prompt and the others are
 - ``look_alike``: the edit's own template with another known-cf subject sharing the subject's
   first word (must not).
 
-At each layer's ``hook_resid_post`` two key sites are read: the subject's last token
-(``subject_last``, ROME's k*) and the prompt's last token (``prompt_last``, where the relation
-is read). Vectors are standardized per layer and site over this analysis' prompts. Two
-measures, both with intervals:
+At each layer's ``hook_resid_post``, and after the blocks at the final norm's output
+(``ln_final.hook_out``, shown as layer ``n_layers``: the memory's relation key, the state its
+value is added to), two key sites are read: the subject's last token (``subject_last``, ROME's
+k*) and the prompt's last token (``prompt_last``, where the relation is read). Vectors are
+standardized per layer and site over this analysis' prompts. Two measures, both with intervals:
 
 - the AUC of ``cos(anchor, paraphrase)`` against ``cos(anchor, negative)``, per negative kind
   (1: a threshold on the cosine alone separates them; stratified bootstrap, 95%);
@@ -27,7 +28,6 @@ measures, both with intervals:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,8 +42,9 @@ from analyses.prepare import Setup
 from analyses.probing import auc, bootstrap_auc, probe_accuracy
 from fmi.core.forward import collect
 from fmi.core.prompts import span_tokens
-from fmi.core.sites import resid
+from fmi.core.sites import UNEMBED_IN, resid
 from fmi.memory.keys import Standardizer
+from fmi.memory.relation_train import look_alikes as subject_look_alikes
 
 NAME = "relation_geometry"
 TITLE = "Relation geometry: paraphrase vs the subject's other facts and look-alike names"
@@ -74,27 +75,16 @@ class PromptSet:
     pairs: list[Pair]
 
 
-def first_word(name: str) -> str:
-    """The part of a name before its first space.
-
-    >>> first_word("Windows Media Player"), first_word("Kenya")
-    ('Windows', 'Kenya')
-    """
-    return name.split(" ", 1)[0]
-
-
 def look_alikes(cases: Sequence[EditCase], subjects: Sequence[str], limit: int) -> list[list[str]]:
     """Per case, up to ``limit`` other subjects (of ``subjects``, sorted) whose first word is
-    the case subject's and which are not the subject itself.
+    the case subject's and which are not the subject itself
+    (:func:`fmi.memory.relation_train.look_alikes`).
 
     >>> cs = [EditCase("0", "Windows 7", "{} was made by", "Apple", "Microsoft")]
     >>> look_alikes(cs, ["Windows Media Player", "Windows 7", "Linux", "Windows XP"], 1)
     [['Windows Media Player']]
     """
-    by_word: dict[str, list[str]] = defaultdict(list)
-    for s in sorted(set(subjects)):
-        by_word[first_word(s)].append(s)
-    return [[s for s in by_word[first_word(c.subject)] if s != c.subject][:limit] for c in cases]
+    return subject_look_alikes([c.subject for c in cases], subjects, limit)
 
 
 def prompt_set(cases: Sequence[EditCase], per_kind: int = PER_KIND) -> PromptSet:
@@ -202,13 +192,14 @@ class RelationGeometryData:
 
 
 def compute(setup: Setup, *, progress: bool = True) -> RelationGeometryData:
-    """Read both sites at every key layer for known-cf's first ``MAX_CASES`` training edits."""
+    """Read both sites at every key layer and at the final norm for known-cf's first
+    ``MAX_CASES`` training edits."""
     model = setup.model
     train, _ = load_bundled("known-cf")
     cases = train[:MAX_CASES]
     ps = prompt_set(cases)
-    layers = setup.key_layers()
-    sites = [resid(layer) for layer in layers]
+    layers = [*setup.key_layers(), int(model.bridge.cfg.n_layers)]  # the last: the final norm
+    sites = [*(resid(layer) for layer in layers[:-1]), UNEMBED_IN]
     got = collect(model.bridge, model.tokenizer, ps.prompts, sites)
     rows = site_rows(model.tokenizer, ps.prompts, ps.subjects)
     kinds = [p.kind for p in ps.pairs]

@@ -37,7 +37,7 @@ def _per_layer(fig: go.Figure, level: float, y_title: str, height: int) -> go.Fi
     fig.add_hline(y=level, line={"color": "gray", "dash": "dash"})
     fig.update_layout(
         height=height,
-        xaxis_title="layer (resid_post)",
+        xaxis_title="layer (resid_post; the last point: the final norm's output, the relation key)",
         yaxis_title=y_title,
         yaxis_range=[0, 1.02],
         margin={"t": 20},
@@ -119,9 +119,12 @@ def finding(d: RelationGeometryData) -> str:
     i = d.layers.index(layer)
     aucs = {neg: d.auc[site][neg][i][0] for neg in d.negatives}
     j = max(range(len(d.layers)), key=lambda k: d.probe["prompt_last"][k][0])
+    key = {neg: d.auc["prompt_last"][neg][-1][0] for neg in d.negatives}
     return (
         f"Best cosine separation at {site}, layer {layer}: AUC {aucs['other_relation']:.2f} "
         f"against the subject's other relations and {aucs['look_alike']:.2f} against look-alike "
         f"names. A probe at prompt_last reaches {d.probe['prompt_last'][j][0]:.2f} held out "
-        f"(layer {d.layers[j]}; chance {d.probe_chance:.2f})."
+        f"(layer {d.layers[j]}; chance {d.probe_chance:.2f}). The relation key (prompt_last at "
+        f"the final norm) gives AUC {key['other_relation']:.2f} against other relations and "
+        f"{key['look_alike']:.2f} against look-alikes, which the subject channel separates."
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fmi.core.generate import Generated, greedy, greedy_sequences
+from fmi.core.sites import UNEMBED_IN
 from fmi.experiments.config import RecallConfig
 from fmi.experiments.intervals import cluster_interval, wilson_rate
 from fmi.experiments.metrics import answer_prefix, rate, text_matches
@@ -245,8 +246,16 @@ def prepare_split(model, split, fitted: Fitted, cfg: RecallConfig) -> SplitRun:
     written, memory = write_memory(model, entries, split.templates, fitted, cfg)
     write_seconds = time.perf_counter() - start
     qs = build_queries(split, entries)
-    got = read_queries(model, qs, (enc.symbol_site, enc.token_site), cfg.batch_size)
-    scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content)
+    relation = memory.answer_keys is not None and fitted.relation_weights is not None
+    sites = (enc.symbol_site, enc.token_site, *((UNEMBED_IN,) if relation else ()))
+    got = read_queries(model, qs, sites, cfg.batch_size)
+    scores = score_queries(
+        memory,
+        got.acts[enc.symbol_site],
+        got.acts[enc.token_site],
+        got.content,
+        answer_acts=got.stack_last(UNEMBED_IN) if relation else None,
+    )
     steps = decode_steps(written.entries, cfg)
     labels = sorted({e.label for e in written.entries})
     target_of = {e.label: e.target for e in written.entries}

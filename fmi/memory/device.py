@@ -17,6 +17,8 @@ TENSOR_FIELDS = (
     "dual_weights",
     "tail_values",
     "tail_owner",
+    "answer_keys",
+    "relation_weights",
 )
 HALF = (torch.bfloat16, torch.float16)
 

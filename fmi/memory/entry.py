@@ -59,18 +59,20 @@ class Entry:
 
 @dataclass
 class KeyEncoder:
-    """How raw residual states become keys: two sites, their standardizers, the projector."""
+    """How raw residual states become keys: two sites, their standardizers, the projector, and
+    the standardizer of the relation key (the state at the injection site, answer position)."""
 
     symbol_site: str
     token_site: str
     symbol_std: Standardizer
     token_std: Standardizer
     projector: Float[Tensor, "d r"] | None = None
+    answer_std: Standardizer | None = None
 
     def to(self, device: torch.device) -> KeyEncoder:
         """This encoder with its standardizers and projector on ``device``, in float32 (itself
         when they are so already)."""
-        stds = (self.symbol_std, self.token_std)
+        stds = [s for s in (self.symbol_std, self.token_std, self.answer_std) if s is not None]
         parts = (*(s.mean for s in stds), *(s.std for s in stds), self.projector)
         if all(t is None or (t.device == device and t.dtype == torch.float32) for t in parts):
             return self
@@ -79,6 +81,7 @@ class KeyEncoder:
             symbol_std=self.symbol_std.to(device),
             token_std=self.token_std.to(device),
             projector=None if self.projector is None else self.projector.to(device).float(),
+            answer_std=None if self.answer_std is None else self.answer_std.to(device),
         )
 
     def raw(self, acts: Tensor) -> Tensor:
@@ -94,3 +97,9 @@ class KeyEncoder:
     def tokens(self, acts: Tensor) -> Tensor:
         """Standardized token keys at ``token_site`` (the ``dual_key`` modes)."""
         return self.token_std(acts)
+
+    def answers(self, acts: Tensor | None) -> Tensor:
+        """Standardized relation keys: states at the injection site, answer position."""
+        if self.answer_std is None or acts is None:
+            raise ValueError("this memory has no relation keys or no relation-key standardizer")
+        return self.answer_std(acts)

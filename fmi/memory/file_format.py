@@ -32,6 +32,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from fmi.errors import MemoryFileError, MemoryMismatchError
+from fmi.memory.entry import KeyEncoder
+from fmi.memory.keys import Standardizer
 from fmi.models.fingerprint import tensors_sha256
 from fmi.reporting.atomic import write_atomically
 
@@ -233,6 +235,24 @@ def check_model(path: str | Path, meta: dict, model: Any) -> None:
             )
 
 
+def file_encoder(meta: dict, t: dict[str, Tensor]) -> KeyEncoder:
+    """The key encoder a memory file's metadata and tensors describe."""
+
+    def std(name: str) -> Standardizer | None:
+        return Standardizer(t[f"{name}.mean"], t[f"{name}.std"]) if f"{name}.mean" in t else None
+
+    symbol, token = std("symbol_std"), std("token_std")
+    assert symbol is not None and token is not None  # required tensors, checked on reading
+    return KeyEncoder(
+        meta["symbol_site"],
+        meta["token_site"],
+        symbol,
+        token,
+        t.get("projector"),
+        std("answer_std"),
+    )
+
+
 def memory_tensors(memory: FastMemory) -> dict[str, Tensor]:
     """The tensors a memory file holds, by name: keys, values, standardizers and, where the
     memory has them, the projector, dual-key weights and answer tails."""
@@ -251,6 +271,12 @@ def memory_tensors(memory: FastMemory) -> dict[str, Tensor]:
         tensors["projector"] = memory.encoder.projector
     if memory.dual_weights is not None:
         tensors["dual_weights"] = memory.dual_weights
+    if memory.encoder.answer_std is not None:
+        tensors["answer_std.mean"] = memory.encoder.answer_std.mean
+        tensors["answer_std.std"] = memory.encoder.answer_std.std
+    for name in ("answer_keys", "relation_weights"):
+        if getattr(memory, name) is not None:
+            tensors[name] = getattr(memory, name)
     if memory.tail_values is not None and memory.tail_owner is not None:
         tensors["tail_values"] = memory.tail_values
         tensors["tail_owner"] = memory.tail_owner

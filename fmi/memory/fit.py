@@ -10,7 +10,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
-from fmi.core.forward import Collected
+from fmi.core.forward import Collected, collect
 from fmi.core.generate import greedy
 from fmi.core.numerics import fixed_numerics
 from fmi.core.sites import UNEMBED_IN
@@ -20,12 +20,15 @@ from fmi.memory.entry import KeyEncoder
 from fmi.memory.keys import Standardizer, pad_queries
 from fmi.memory.projectors import train_projector
 from fmi.memory.refine import refined_values
+from fmi.memory.relation import relation_fit, with_answer_std
+from fmi.memory.relation_train import relation_bank
 from fmi.memory.retrieve import (
     MODES,
     QueryScores,
     dual_features,
     mode_scores,
     read_queries,
+    relation_features,
     retrieved_right,
     score_queries,
 )
@@ -47,9 +50,14 @@ class Fitted:
     train_retrieval: dict[str, float]  # mode -> training read retrieval accuracy
     refine_steps: int = 1  # closed-form refinement steps of every written value (fmi.memory.refine)
     refine_curve: dict[int, float] = field(default_factory=dict)  # steps -> training accuracy
+    relation_weights: Tensor | None = None  # relation_key's (fmi.memory.relation)
 
     def to_dict(self) -> dict:
+        relation = self.relation_weights
         return {
+            "relation_weights": None
+            if relation is None
+            else [round(float(w), 6) for w in relation],
             "symbol_site": self.encoder.symbol_site,
             "token_site": self.encoder.token_site,
             "thresholds": self.thresholds,
@@ -145,7 +153,7 @@ def _thresholds(
     positive = entry >= 0
     read = torch.tensor([k == "read" for k in qs.kinds])
     thresholds, retrieval = {}, {}
-    for mode in MODES:
+    for mode in (m for m in MODES if m != "relation_key"):  # fitted by fmi.memory.relation
         best, idx = (t.cpu() for t in mode_scores(mode, scores, memory, qs.gate).max(dim=1))
         right = retrieved_right(mode, idx, qs.entry, memory)
         pos = best[positive & right].numpy()
@@ -231,6 +239,23 @@ def _calibrate_steps(
     return _smallest_near_best(curve), curve
 
 
+def _relation_bank(model, memory: FastMemory, cfg: RecallConfig):
+    """The relation key's second training bank (:mod:`fmi.memory.relation_train`): its facts
+    written into a copy of ``memory`` (one frozen forward per batch), the states of its prompts
+    at the key sites and the unembedding's input, and each prompt's entry (-1: none)."""
+    from fmi.memory.statements import facts_memory
+
+    bank = relation_bank()
+    spans: list[dict | None] = [{"symbol": s} for s in bank.subjects]
+    facts = facts_memory(
+        memory.select([]), model, bank.statements, bank.answers, spans, batch_size=cfg.batch_size
+    )
+    prompts = [*bank.positives, *bank.negatives]
+    sites = list(dict.fromkeys([memory.encoder.symbol_site, memory.encoder.token_site, UNEMBED_IN]))
+    acts = collect(model.bridge, model.tokenizer, prompts, sites, batch_size=cfg.batch_size)
+    return facts, acts, [*bank.owners, *([-1] * len(bank.negatives))]
+
+
 def fit(model, train_split, cfg: RecallConfig) -> Fitted:
     """Fit every calibrated part of the memory on ``train_split`` (training symbols only).
 
@@ -256,20 +281,59 @@ def _fit(model, train_split, cfg: RecallConfig) -> Fitted:
         end=cfg.end,
     )
     qs = build_queries(train_split, entries)
-    got = read_queries(model, qs, (sym_site, tok_site), cfg.batch_size)
+    relation = cfg.inject_site == UNEMBED_IN  # the relation key is read where values are added
+    sites = (sym_site, tok_site, *((UNEMBED_IN,) if relation else ()))
+    got = read_queries(model, qs, sites, cfg.batch_size)
     sym_std = _fit_standardizer(got.acts[sym_site], got.content)
     tok_std = _fit_standardizer(got.acts[tok_site], got.content)
     projector = _fit_projector(written, got, qs, sym_std, sym_site, cfg)
     encoder = KeyEncoder(sym_site, tok_site, sym_std, tok_std, projector)
     memory = make_memory(model, written, encoder, alpha=1.0, inject_site=cfg.inject_site)
-    scores = score_queries(memory, got.acts[sym_site], got.acts[tok_site], got.content)
+    answers = got.stack_last(UNEMBED_IN) if relation else None
+    bank = _relation_bank(model, memory, cfg) if relation else None
+    if answers is not None and bank is not None:
+        states = [
+            written.answer_states,
+            answers,
+            bank[0].answer_keys,
+            bank[1].stack_last(UNEMBED_IN),
+        ]
+        memory = with_answer_std(memory, torch.cat([t.cpu() for t in states]))
+    scores = score_queries(
+        memory, got.acts[sym_site], got.acts[tok_site], got.content, answer_acts=answers
+    )
     memory.dual_weights = _fit_dual_weights(scores, qs, cfg.seed)
     crossfit = replace(
         scores, projected=_crossfit_projected(memory, written, got, qs, sym_site, cfg)
     )
     thresholds, retrieval = _thresholds(memory, crossfit, qs, cfg.false_accept)
+    relation_weights = None
+    if bank is not None:
+        facts, acts, owners = bank
+        facts = replace(facts, encoder=memory.encoder)
+        facts_scores = score_queries(
+            facts,
+            acts.acts[sym_site],
+            acts.acts[tok_site],
+            acts.content,
+            modes=("relation_key",),
+            answer_acts=acts.stack_last(UNEMBED_IN),
+        )
+        relation_weights, thresholds["relation_key"] = relation_fit(
+            [(relation_features(scores), qs.entry), (relation_features(facts_scores), owners)],
+            cfg.seed,
+        )
     rho, alpha, curve = _calibrate_alpha(model, written, qs, cfg)
     steps, steps_curve = _calibrate_steps(model, written, qs, cfg, alpha, curve[rho])
     return Fitted(
-        encoder, thresholds, memory.dual_weights, rho, alpha, curve, retrieval, steps, steps_curve
+        memory.encoder,
+        thresholds,
+        memory.dual_weights,
+        rho,
+        alpha,
+        curve,
+        retrieval,
+        steps,
+        steps_curve,
+        relation_weights,
     )

@@ -54,7 +54,14 @@ def _key_sites(memory: FastMemory, mode: str) -> dict[str, str]:
 
 
 def check_order(memory: FastMemory, mode: str) -> None:
-    """The key sites must run before the injection site, or the decision would come too late."""
+    """The key sites must run before the injection site, or the decision would come too late;
+    the relation key is read at the injection site itself, which must be the unembedding's
+    input (where it is written)."""
+    if "relation" in CHANNELS[mode] and memory.inject_site != UNEMBED_IN:
+        raise ConfigError(
+            f"mode {mode} reads its relation key at {UNEMBED_IN}; this memory injects at "
+            f"{memory.inject_site}"
+        )
     inject = layer_of(memory.inject_site)
     for site in _key_sites(memory, mode).values():
         layer = layer_of(site)
@@ -137,8 +144,15 @@ def memory_hooks(
         mask = content(batch, width) if callable(content) else content
         rows = list(mask.to(act.device).unbind(0))
         empty = [torch.zeros(width, act.shape[-1])] * batch
+        answer = act[:, -1].float() if "relation" in CHANNELS[mode] else None
         decision = read_decide(
-            memory, mode, kept.get("symbol", empty), kept.get("token", empty), rows, gate=gate
+            memory,
+            mode,
+            kept.get("symbol", empty),
+            kept.get("token", empty),
+            rows,
+            gate=gate,
+            answer_acts=answer,
         )
         kept.clear()
         state["decided"] = True

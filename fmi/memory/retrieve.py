@@ -8,6 +8,9 @@ Modes
 - ``average``: top-1 symbol (projected keys), then the mean of that symbol's values over contexts.
 - ``dual_key``: score = symbol similarity x context similarity (token MaxSim at an early site).
 - ``dual_key_learned``: a logistic weighting of symbol, context and their product.
+- ``relation_key``: a logistic weighting of the dual key's features, the subject's single-vector
+  similarity (``raw``), the relation similarity (the query's state at the injection site, last
+  position, against the entry's at its answer position) and the subject x relation product.
 Every mode abstains when its best score is below a threshold calibrated on training data.
 """
 
@@ -30,7 +33,15 @@ from fmi.memory.plan import MATRIX, SEARCH, matrix_seconds
 from fmi.memory.search import search_top1
 from fmi.memory.store import FastMemory
 
-MODES = ("both_top1", "context_gate", "raw_both_top1", "average", "dual_key", "dual_key_learned")
+MODES = (
+    "both_top1",
+    "context_gate",
+    "raw_both_top1",
+    "average",
+    "dual_key",
+    "dual_key_learned",
+    "relation_key",
+)
 # Modes that read information a real memory does not have (the prompt's gold context): every
 # table, JSON key and summary names them with " (oracle)", and no finding reports them as the
 # memory's result.
@@ -61,7 +72,17 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "average": ("projected",),
     "dual_key": ("symbol", "context"),
     "dual_key_learned": ("symbol", "context"),
+    "relation_key": ("raw", "symbol", "context", "relation"),
 }
+RELATION_FEATURES = (
+    "symbol",
+    "context",
+    "symbol*context",
+    "subject",
+    "relation",
+    "subject*relation",
+)
+"""The features ``relation_key`` weighs (``subject`` is the ``raw`` channel)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,7 @@ class QueryScores:
     projected: Float[Tensor, "q n"] | None
     symbol: Float[Tensor, "q n"] | None
     context: Float[Tensor, "q n"] | None
+    relation: Float[Tensor, "q n"] | None = None
 
     def channel(self, name: str) -> Float[Tensor, "q n"]:
         got = getattr(self, name)
@@ -105,11 +127,19 @@ def score_queries(
     symbol_acts: list[Tensor],
     token_acts: list[Tensor],
     content: list[Tensor],
-    modes: tuple[str, ...] = MODES,
+    modes: tuple[str, ...] | None = None,
+    answer_acts: Float[Tensor, "q d"] | None = None,
 ) -> QueryScores:
     """MaxSim of each query's content tokens against each entry's keys, in the channels ``modes``
-    rank by (every channel by default); each channel is one matrix product on the keys' device."""
+    rank by (every channel by default); each channel is one matrix product on the keys' device.
+    The ``relation`` channel needs ``answer_acts``: each query's state at the injection site,
+    last position, before anything is added there. ``modes`` None: every mode, ``relation_key``
+    only where ``answer_acts`` are given."""
+    if modes is None:
+        modes = tuple(m for m in MODES if m != "relation_key" or answer_acts is not None)
     want = {c for m in check_modes(list(modes)) for c in CHANNELS[m]}
+    if "relation" in want and answer_acts is None:
+        raise ConfigError("the relation channel needs the queries' answer-position states")
     enc = memory.encoder
     n = len(memory)
     got: dict[str, Tensor] = {}
@@ -128,7 +158,11 @@ def score_queries(
         tok_q, tok_mask = pad_queries([enc.tokens(a) for a in _content(token_acts, content)])
         for name in want & {"symbol", "context"}:
             channel(name, tok_q, tok_mask)
-    return QueryScores(*(got.get(c) for c in ("raw", "projected", "symbol", "context")))
+    if answer_acts is not None and "relation" in want:
+        keys, _ = memory.key_index("relation")
+        q = torch.nn.functional.normalize(enc.answers(answer_acts.to(keys.device).float()), dim=-1)
+        got["relation"] = q @ keys.T
+    return QueryScores(*(got.get(c) for c in ("raw", "projected", "symbol", "context", "relation")))
 
 
 def token_channels(
@@ -160,6 +194,19 @@ def dual_features(scores: QueryScores) -> Float[Tensor, "q n 3"]:
     return torch.stack([sym, ctx, sym * ctx], dim=-1)
 
 
+def relation_features(scores: QueryScores) -> Float[Tensor, "q n 6"]:
+    """Features of ``relation_key``, in :data:`RELATION_FEATURES` order.
+
+    >>> one = torch.tensor([[0.5]])
+    >>> s = QueryScores(raw=one / 2, projected=None, symbol=one, context=one * 2, relation=one * 4)
+    >>> relation_features(s)[0, 0].tolist()
+    [0.5, 1.0, 0.5, 0.25, 2.0, 0.5]
+    """
+    sym, ctx = scores.channel("symbol"), scores.channel("context")
+    subj, rel = scores.channel("raw"), scores.channel("relation")
+    return torch.stack([sym, ctx, sym * ctx, subj, rel, subj * rel], dim=-1)
+
+
 def mode_scores(
     mode: str, scores: QueryScores, memory: FastMemory, gate: list[str | None] | None = None
 ) -> Float[Tensor, "q n"]:
@@ -186,6 +233,12 @@ def mode_scores(
             raise ConfigError("dual_key_learned needs fitted weights")
         w = memory.dual_weights
         return torch.sigmoid(dual_features(scores) @ w[:3] + w[3])
+    if mode == "relation_key":
+        if memory.relation_weights is None:
+            raise ConfigError("relation_key needs fitted weights")
+        w = memory.relation_weights.to(scores.channel("relation").device)
+        k = len(RELATION_FEATURES)
+        return torch.sigmoid(relation_features(scores) @ w[:k] + w[k])
     raise ConfigError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
 
 
@@ -248,6 +301,7 @@ def read_decide(
     gate: list[str | None] | None = None,
     min_search: int = 4096,
     way: str = "auto",
+    answer_acts: Float[Tensor, "q d"] | None = None,
 ) -> Decision:
     """``decide(mode, score_queries(...))`` for reading: the same decision, on banks of at least
     ``min_search`` entries and for the modes in ``SEARCHED`` computed on the threads the cores
@@ -256,11 +310,14 @@ def read_decide(
     (:class:`fmi.memory.plan.ReadPlan`) finds cheaper; ``way="search"`` or ``"matrix"`` forces
     one. The entries and vectors are the same either way; a query the search proves below the
     mode's threshold abstains without ranking the bank, and its ``score`` is then the upper
-    bound it proved, not its best score."""
+    bound it proved, not its best score. ``answer_acts`` feed the ``relation`` channel
+    (:func:`score_queries`)."""
     if way not in ("auto", SEARCH, MATRIX):
         raise ConfigError(f"way must be auto, search or matrix, got {way!r}")
     if mode not in SEARCHED or len(memory) < min_search:
-        scores = score_queries(memory, symbol_acts, token_acts, content, modes=(mode,))
+        scores = score_queries(
+            memory, symbol_acts, token_acts, content, modes=(mode,), answer_acts=answer_acts
+        )
         return decide(mode, scores, memory, gate=gate)
     if way == "auto":
         channels = [memory.search_channel(name) for name in SEARCHED[mode]]  # before timing

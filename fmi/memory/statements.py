@@ -138,7 +138,16 @@ def appended(memory: FastMemory, other: FastMemory) -> FastMemory:
         token_role=torch.cat([memory.token_role, other.token_role]),
         tail_values=torch.cat([tv, ov]),
         tail_owner=torch.cat([to, oo + n]),
+        answer_keys=_answer_keys(memory, other),
     )
+
+
+def _answer_keys(memory: FastMemory, other: FastMemory) -> Tensor | None:
+    """Both memories' relation keys, in order; None unless both have them (an empty memory's
+    absent keys count as none to add)."""
+    got = [m.answer_keys for m in (memory, other) if len(m) or m.answer_keys is not None]
+    parts = [p for p in got if p is not None]
+    return torch.cat(parts) if parts and len(parts) == len(got) else None
 
 
 def fit_empty(model, config=None) -> FastMemory:
@@ -163,8 +172,10 @@ def fit_empty(model, config=None) -> FastMemory:
         token_keys=torch.zeros(0, d),
         token_owner=torch.zeros(0, dtype=torch.long),
         token_role=torch.zeros(0, dtype=torch.long),
+        answer_keys=torch.zeros(0, d) if fitted.relation_weights is not None else None,
         thresholds=dict(fitted.thresholds),
         dual_weights=fitted.dual_weights,
+        relation_weights=fitted.relation_weights,
         end=cfg.end,
         refine_steps=fitted.refine_steps,
         fit_info={"config": cfg.to_dict(), "fitted": fitted.to_dict()},
@@ -293,6 +304,7 @@ def _chunk_memory(
         token_role=torch.tensor(role, dtype=torch.long),
         tail_values=torch.cat(tails),
         tail_owner=torch.tensor(tail_owner, dtype=torch.long),
+        answer_keys=torch.stack([h[0] for h in got.states]),
     )
 
 

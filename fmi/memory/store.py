@@ -21,11 +21,11 @@ from fmi.memory.device import TENSOR_FIELDS, memory_device, placed
 from fmi.memory.entry import CONTEXT_ROLE, SYMBOL_ROLE, Entry, KeyEncoder
 from fmi.memory.file_format import (
     check_model,
+    file_encoder,
     memory_tensors,
     read_memory_file,
     save_memory_file,
 )
-from fmi.memory.keys import Standardizer
 from fmi.memory.plan import ReadPlan
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ class FastMemory:
     # entry order and step order; tail_owner[i] is the entry row i belongs to.
     tail_values: Float[Tensor, "m d"] | None = None
     tail_owner: Int[Tensor, " m"] | None = None
+    # Relation keys (state at the unembedding input, answer position; fmi.memory.relation)
+    answer_keys: Float[Tensor, "n d"] | None = None
+    relation_weights: Float[Tensor, " k"] | None = None
     # How free-form writing and reading work (FastMemory.fit / write / generate): the text that
     # ends an answer, the refinement steps of each value, the retrieval mode, the next free id,
     # and what the fit measured on its training split.
@@ -91,7 +94,8 @@ class FastMemory:
     def key_index(self, channel: str) -> tuple[Float[Tensor, "m k"], Int[Tensor, " m"]]:
         """Unit-norm keys of one retrieval channel and the entry owning each row, computed once
         per memory (``replace``/``head`` give a new memory, with its own index). Channels:
-        ``raw`` and ``projected`` (one key per entry), ``symbol`` and ``context`` (token keys)."""
+        ``raw``, ``projected`` and ``relation`` (one key per entry), ``symbol`` and ``context``
+        (token keys)."""
         if channel not in self._index:
             enc = self.encoder
             if channel in ("raw", "projected"):
@@ -100,6 +104,9 @@ class FastMemory:
                     if channel == "raw"
                     else enc.projected(self.symbol_keys)
                 )
+                owner = torch.arange(len(self), device=keys.device)
+            elif channel == "relation":  # the encoder refuses a memory without its statistics
+                keys = enc.answers(self.answer_keys)
                 owner = torch.arange(len(self), device=keys.device)
             elif channel in ("symbol", "context"):
                 sel = self.token_role == (SYMBOL_ROLE if channel == "symbol" else CONTEXT_ROLE)
@@ -177,13 +184,7 @@ class FastMemory:
         """
         meta, t = read_memory_file(path)
         check_model(path, meta, model)
-        encoder = KeyEncoder(
-            meta["symbol_site"],
-            meta["token_site"],
-            Standardizer(t["symbol_std.mean"], t["symbol_std.std"]),
-            Standardizer(t["token_std.mean"], t["token_std.std"]),
-            t.get("projector"),
-        )
+        encoder = file_encoder(meta, t)
         return cls(
             model_name=meta["model_name"],
             d_model=meta["d_model"],
@@ -200,6 +201,8 @@ class FastMemory:
             dual_weights=t.get("dual_weights"),
             tail_values=t.get("tail_values"),
             tail_owner=t.get("tail_owner"),
+            answer_keys=t.get("answer_keys"),
+            relation_weights=t.get("relation_weights"),
             end=meta.get("end"),
             refine_steps=int(meta.get("refine_steps", 1)),
             mode=meta.get("mode", "dual_key"),
@@ -247,6 +250,7 @@ class FastMemory:
             token_role=self.token_role[tok],
             tail_values=tail_values,
             tail_owner=tail_owner,
+            answer_keys=None if self.answer_keys is None else self.answer_keys[index],
         )
 
     def symbols(self) -> list[str]:

@@ -179,8 +179,11 @@ def make_memory(
     inject_site: str,
     thresholds: dict[str, float] | None = None,
     dual_weights: Tensor | None = None,
+    relation_weights: Tensor | None = None,
 ) -> FastMemory:
-    """Assemble a ``FastMemory`` from written keys and values and a fitted encoder."""
+    """Assemble a ``FastMemory`` from written keys and values and a fitted encoder (the
+    relation keys: the answer-position states, where they are taken at the unembedding's
+    input)."""
     return FastMemory(
         model_name=model.name,
         d_model=int(model.bridge.cfg.d_model),
@@ -197,6 +200,8 @@ def make_memory(
         dual_weights=dual_weights,
         tail_values=written.tail_values,
         tail_owner=written.tail_owner,
+        answer_keys=written.answer_states if inject_site == UNEMBED_IN else None,
+        relation_weights=relation_weights,
         _model=model,
     )
 
@@ -225,5 +230,6 @@ def write_memory(
         inject_site=cfg.inject_site,
         thresholds=fitted.thresholds,
         dual_weights=fitted.dual_weights,
+        relation_weights=fitted.relation_weights,
     )
     return written, memory

@@ -30,6 +30,7 @@ MODULES = [
     "fmi.experiments.run_folder",
     "analyses.inspect.figures",
     "fmi.memory.fit",
+    "fmi.memory.relation",
     "analyses.compare.entropy_gate",
     "analyses.compare.attention_entropy",
     "analyses.compare.seeds",

@@ -180,6 +180,7 @@ def test_config_rejects_bad_values():
         "none",
         "in_context",
         "fast_memory",
+        "dual_key_learned",
         "dual_key",
         "grace",
         "lora",

@@ -84,7 +84,8 @@ def test_relation_geometry_report_end_to_end(quick_setup, tmp_path):
     rep = relation_geometry.report(quick_setup, progress=False)
     path = write_report(rep, tmp_path)
     d = json.loads((tmp_path / "relation_geometry.json").read_text())["data"]
-    assert d["layers"] == quick_setup.key_layers()
+    n_layers = quick_setup.model.bridge.cfg.n_layers
+    assert d["layers"] == [*quick_setup.key_layers(), n_layers]  # the last: the final norm
     assert d["edits"] == rg.MAX_CASES and all(d["counts"][k] > 0 for k in rg.KINDS)
     for site in rg.SITES:
         for neg in rg.NEGATIVES:

@@ -150,3 +150,24 @@ def test_relation_space_puts_one_relation_together():
     assert tuple(space.directions.shape) == (5, 1)
     z = space(x)[:, 0]
     assert bool((z[:20].sign() == z[0].sign()).all()) and bool((z[20:].sign() != z[0].sign()).all())
+
+
+def test_relation_bank_is_known_cf_training_only_and_disjoint():
+    from analyses.edit.bundled.files import load_bundled
+    from fmi.memory.relation_train import look_alikes, relation_bank
+
+    bank = relation_bank()
+    train, evals = load_bundled("known-cf")
+    assert bank.statements == [c.rewrite for c in train]
+    assert bank.answers == [" " + c.target_new.strip() for c in train]
+    assert len(bank.positives) == len(bank.owners)
+    for p, o in zip(bank.positives, bank.owners, strict=True):
+        assert p in (train[o].rewrite, *train[o].paraphrases)
+    assert not set(bank.negatives) & set(bank.positives)
+    assert len(set(bank.negatives)) == len(bank.negatives)
+    eval_prompts = {p for c in evals for p in (c.rewrite, *c.paraphrases)}
+    assert not eval_prompts & set(bank.positives)
+    relation = {r.prompt for c in train for r in c.relation_probes}
+    assert relation & set(bank.negatives)  # the subject's other relations are negatives
+    pool = ["Windows XP", "Windows 7", "Windows 10", "Kenya"]
+    assert look_alikes(["Windows 7", "Kenya"], pool, 2) == [["Windows 10", "Windows XP"], []]

@@ -146,3 +146,19 @@ def test_memit_reach_bad_arguments_exit_2(argv, capsys):
         _load("memit_reach").main(argv)
     assert err.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_false_fires_are_counted_by_their_largest_term():
+    f = _load("edit_failures").false_fire_causes
+    why = {"entry": "7", "fired": True, "terms": {"subject": 2.0, "relation": 0.5}}
+    rel = {**why, "terms": {"subject": 0.1, "relation": 0.5}}
+    log = [
+        {"kind": "relation", "case_ids": ["7"], "explain": why},  # fired its own edit: false
+        {"kind": "neighbour", "case_ids": ["3"], "explain": rel},  # any fire is false
+        {"kind": "paraphrase", "case_ids": ["7"], "explain": why},  # its own edit: not false
+        {"kind": "paraphrase", "case_ids": ["8"], "explain": why},  # another edit: false
+        {"kind": "relation", "case_ids": ["7"], "explain": {**why, "fired": False}},
+        {"kind": "relation", "case_ids": ["7"], "explain": {"entry": "7", "fired": True}},
+    ]
+    assert f(log) == [("subject", 2), ("relation", 1)]
+    assert f([]) == []

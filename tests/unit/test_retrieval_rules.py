@@ -304,7 +304,7 @@ def test_read_decide_chooses_matrix_or_search(monkeypatch, mode, size, min_searc
     if path == "matrix":
         assert got == "decide"
         assert spy.calls == [
-            ("score_queries", (bank, *acts), {"modes": (mode,)}),
+            ("score_queries", (bank, *acts), {"modes": (mode,), "answer_acts": None}),
             ("decide", (mode, "score_queries", bank), {"gate": ["game A"]}),
         ]
     else:
