@@ -258,13 +258,20 @@ def _retrieve(
     """Score ``prompt`` exactly as evaluation does; returns the decision, the vector to inject
     (alpha-scaled; zeros when it abstains, unless ``force``)."""
     enc = memory.encoder
+    relation = memory.answer_keys is not None and enc.answer_std is not None
     got = collect(
         model.bridge,
         model.tokenizer,
         [prompt],
-        list(dict.fromkeys([enc.symbol_site, enc.token_site])),
+        list(dict.fromkeys([enc.symbol_site, enc.token_site, *([UNEMBED_IN] if relation else [])])),
     )
-    scores = score_queries(memory, got.acts[enc.symbol_site], got.acts[enc.token_site], got.content)
+    scores = score_queries(
+        memory,
+        got.acts[enc.symbol_site],
+        got.acts[enc.token_site],
+        got.content,
+        answer_acts=got.stack_last(UNEMBED_IN) if relation else None,
+    )
     gate = [mentioned(prompt, list(dict.fromkeys(e.context for e in memory.entries)))]
     ranked = mode_scores(mode, scores, memory, gate)[0]
     best = decide(mode, scores, memory, gate=gate, threshold=float("-inf"))  # never abstains
