@@ -28,7 +28,8 @@ from fmi.errors import ConfigError
 from fmi.experiments.labels import check_labels
 from fmi.experiments.queries import mentioned
 from fmi.experiments.tasks import Binding, Split, Task, Templates
-from fmi.memory.retrieve import check_modes, decide, mode_scores, score_queries
+from fmi.memory.relation import reads_relation, scored
+from fmi.memory.retrieve import check_modes, decide, mode_scores
 from fmi.memory.store import FastMemory
 from fmi.memory.values import unembedding
 
@@ -258,20 +259,9 @@ def _retrieve(
     """Score ``prompt`` exactly as evaluation does; returns the decision, the vector to inject
     (alpha-scaled; zeros when it abstains, unless ``force``)."""
     enc = memory.encoder
-    relation = memory.answer_keys is not None and enc.answer_std is not None
-    got = collect(
-        model.bridge,
-        model.tokenizer,
-        [prompt],
-        list(dict.fromkeys([enc.symbol_site, enc.token_site, *([UNEMBED_IN] if relation else [])])),
-    )
-    scores = score_queries(
-        memory,
-        got.acts[enc.symbol_site],
-        got.acts[enc.token_site],
-        got.content,
-        answer_acts=got.stack_last(UNEMBED_IN) if relation else None,
-    )
+    relation = [UNEMBED_IN] if reads_relation(memory) else []
+    sites = list(dict.fromkeys([enc.symbol_site, enc.token_site, *relation]))
+    scores = scored(memory, collect(model.bridge, model.tokenizer, [prompt], sites))
     gate = [mentioned(prompt, list(dict.fromkeys(e.context for e in memory.entries)))]
     ranked = mode_scores(mode, scores, memory, gate)[0]
     best = decide(mode, scores, memory, gate=gate, threshold=float("-inf"))  # never abstains

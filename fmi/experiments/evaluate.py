@@ -20,13 +20,13 @@ from fmi.experiments.intervals import cluster_interval, wilson_rate
 from fmi.experiments.metrics import answer_prefix, rate, text_matches
 from fmi.experiments.queries import QuerySet, build_queries, unique_bindings
 from fmi.memory.fit import Fitted
+from fmi.memory.relation import reads_relation, scored
 from fmi.memory.retrieve import (
     Decision,
     QueryScores,
     decide,
     read_queries,
     retrieved_right,
-    score_queries,
 )
 from fmi.memory.store import FastMemory
 from fmi.memory.write import Written, write_memory
@@ -246,16 +246,11 @@ def prepare_split(model, split, fitted: Fitted, cfg: RecallConfig) -> SplitRun:
     written, memory = write_memory(model, entries, split.templates, fitted, cfg)
     write_seconds = time.perf_counter() - start
     qs = build_queries(split, entries)
-    relation = memory.answer_keys is not None and fitted.relation_weights is not None
-    sites = (enc.symbol_site, enc.token_site, *((UNEMBED_IN,) if relation else ()))
-    got = read_queries(model, qs, sites, cfg.batch_size)
-    scores = score_queries(
-        memory,
-        got.acts[enc.symbol_site],
-        got.acts[enc.token_site],
-        got.content,
-        answer_acts=got.stack_last(UNEMBED_IN) if relation else None,
+    relation = (
+        (UNEMBED_IN,) if reads_relation(memory) and fitted.relation_weights is not None else ()
     )
+    got = read_queries(model, qs, (enc.symbol_site, enc.token_site, *relation), cfg.batch_size)
+    scores = scored(memory, got)
     steps = decode_steps(written.entries, cfg)
     labels = sorted({e.label for e in written.entries})
     target_of = {e.label: e.target for e in written.entries}

@@ -32,11 +32,16 @@ from jaxtyping import Float
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
-from fmi.core.forward import collect
+from fmi.core.forward import Collected, collect
 from fmi.core.sites import UNEMBED_IN
 from fmi.errors import ConfigError
 from fmi.memory.keys import Standardizer
-from fmi.memory.retrieve import RELATION_FEATURES, relation_features, score_queries
+from fmi.memory.retrieve import (
+    RELATION_FEATURES,
+    QueryScores,
+    relation_features,
+    score_queries,
+)
 from fmi.memory.store import FastMemory
 
 
@@ -57,6 +62,26 @@ def relation_scores(
         answer_acts=got.stack_last(UNEMBED_IN),
     )
     return relation_features(scores)
+
+
+def reads_relation(memory: FastMemory) -> bool:
+    """Whether ``memory`` has relation keys and their statistics (``relation_key`` can read it)."""
+    return memory.answer_keys is not None and memory.encoder.answer_std is not None
+
+
+def scored(memory: FastMemory, got: Collected) -> QueryScores:
+    """:func:`fmi.memory.retrieve.score_queries` on states ``collect``-ed at the memory's key
+    sites and, for a memory that :func:`reads_relation`, at the unembedding's input (every
+    mode's channels that those states allow)."""
+    enc = memory.encoder
+    answers = got.stack_last(UNEMBED_IN) if UNEMBED_IN in got.acts else None
+    return score_queries(
+        memory,
+        got.acts[enc.symbol_site],
+        got.acts[enc.token_site],
+        got.content,
+        answer_acts=answers if reads_relation(memory) else None,
+    )
 
 
 def youden(pos: np.ndarray, neg: np.ndarray) -> float:
