@@ -10,7 +10,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
-from fmi.core.forward import Collected, collect
+from fmi.core.forward import Collected
 from fmi.core.generate import greedy
 from fmi.core.numerics import fixed_numerics
 from fmi.core.sites import UNEMBED_IN
@@ -20,7 +20,12 @@ from fmi.memory.entry import KeyEncoder
 from fmi.memory.keys import Standardizer, pad_queries
 from fmi.memory.projectors import train_projector
 from fmi.memory.refine import refined_values
-from fmi.memory.relation import relation_fit, with_answer_std
+from fmi.memory.relation import (
+    collected_features,
+    relation_fit,
+    relation_states,
+    with_answer_std,
+)
 from fmi.memory.relation_train import relation_bank
 from fmi.memory.retrieve import (
     MODES,
@@ -251,8 +256,7 @@ def _relation_bank(model, memory: FastMemory, cfg: RecallConfig):
         memory.select([]), model, bank.statements, bank.answers, spans, batch_size=cfg.batch_size
     )
     prompts = [*bank.positives, *bank.negatives]
-    sites = list(dict.fromkeys([memory.encoder.symbol_site, memory.encoder.token_site, UNEMBED_IN]))
-    acts = collect(model.bridge, model.tokenizer, prompts, sites, batch_size=cfg.batch_size)
+    acts = relation_states(memory, model, prompts, cfg.batch_size)
     return facts, acts, [*bank.owners, *([-1] * len(bank.negatives))]
 
 
@@ -310,18 +314,9 @@ def _fit(model, train_split, cfg: RecallConfig) -> Fitted:
     relation_weights = None
     if bank is not None:
         facts, acts, owners = bank
-        facts = replace(facts, encoder=memory.encoder)
-        facts_scores = score_queries(
-            facts,
-            acts.acts[sym_site],
-            acts.acts[tok_site],
-            acts.content,
-            modes=("relation_key",),
-            answer_acts=acts.stack_last(UNEMBED_IN),
-        )
+        facts_features = collected_features(replace(facts, encoder=memory.encoder), acts)
         relation_weights, thresholds["relation_key"] = relation_fit(
-            [(relation_features(scores), qs.entry), (relation_features(facts_scores), owners)],
-            cfg.seed,
+            [(relation_features(scores), qs.entry), (facts_features, owners)], cfg.seed
         )
     rho, alpha, curve = _calibrate_alpha(model, written, qs, cfg)
     steps, steps_curve = _calibrate_steps(model, written, qs, cfg, alpha, curve[rho])

@@ -45,14 +45,19 @@ from fmi.memory.retrieve import (
 from fmi.memory.store import FastMemory
 
 
-def relation_scores(
+def relation_states(
     memory: FastMemory, model: Any, prompts: Sequence[str], batch_size: int = 16
-) -> Float[Tensor, "q n 6"]:
-    """``[prompts, entries, 6]``: the ``relation_key`` features of every prompt against every
-    entry of ``memory`` (one frozen forward per batch of prompts)."""
+) -> Collected:
+    """One frozen forward per batch of ``prompts``, keeping the memory's key sites and the
+    unembedding's input: everything ``relation_key`` reads."""
     enc = memory.encoder
     sites = list(dict.fromkeys([enc.symbol_site, enc.token_site, UNEMBED_IN]))
-    got = collect(model.bridge, model.tokenizer, list(prompts), sites, batch_size=batch_size)
+    return collect(model.bridge, model.tokenizer, list(prompts), sites, batch_size=batch_size)
+
+
+def collected_features(memory: FastMemory, got: Collected) -> Float[Tensor, "q n 6"]:
+    """``[prompts, entries, 6]``: the ``relation_key`` features of :func:`relation_states`."""
+    enc = memory.encoder
     scores = score_queries(
         memory,
         got.acts[enc.symbol_site],
@@ -62,6 +67,14 @@ def relation_scores(
         answer_acts=got.stack_last(UNEMBED_IN),
     )
     return relation_features(scores)
+
+
+def relation_scores(
+    memory: FastMemory, model: Any, prompts: Sequence[str], batch_size: int = 16
+) -> Float[Tensor, "q n 6"]:
+    """``[prompts, entries, 6]``: the ``relation_key`` features of every prompt against every
+    entry of ``memory`` (one frozen forward per batch of prompts)."""
+    return collected_features(memory, relation_states(memory, model, prompts, batch_size))
 
 
 def reads_relation(memory: FastMemory) -> bool:
@@ -153,11 +166,11 @@ def fit_relation_key(
     if len(positives) != len(owners) or not positives or not negatives:
         raise ConfigError("fitting the relation key needs positives, one owner each, and negatives")
     prompts = [*positives, *negatives]
-    got = collect(model.bridge, model.tokenizer, prompts, [UNEMBED_IN], batch_size=batch_size)
+    got = relation_states(memory, model, prompts, batch_size)  # one forward serves both below
     fitted = with_answer_std(
         memory, torch.cat([memory.answer_keys.cpu(), got.stack_last(UNEMBED_IN).cpu()])
     )
-    feats = relation_scores(fitted, model, prompts, batch_size)
+    feats = collected_features(fitted, got)
     weights, threshold = relation_fit([(feats, [*owners, *([-1] * len(negatives))])])
     return replace(
         fitted,
